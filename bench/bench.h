@@ -1,0 +1,32 @@
+/* terse-bench internals shared by its files. */
+#ifndef TERSE_BENCH_H
+#define TERSE_BENCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    size_t rows, cols;
+} bench_shape_t;
+
+typedef struct {
+    bench_shape_t *v;
+    size_t n, cap;
+} shape_list_t;
+
+/* "RxC[,RxC...]" or "resnet50"; 0 on success. */
+int shapes_parse(const char *text, shape_list_t *out);
+size_t shapes_total(const shape_list_t *s);
+
+/* Parses "64K", "1M", "100M", "2G" (binary suffixes) as bytes; 0 on success. */
+int bench_parse_bytes(const char *s, size_t *out);
+
+/* A deterministic synthetic gradient: rank- and element-dependent, heavy-tailed like real
+ * gradients (a Gaussian times a log-normal-ish spread), identical on every run. */
+void bench_fill_gradient(float *v, size_t n, int rank, uint64_t layer_seed);
+
+/* Codec kernel throughput (--kernels): encode and decode of each codec next to memcpy. */
+int bench_kernels(const char *const *codecs, size_t n_codecs, size_t min_bytes, size_t max_bytes,
+                  int iters, int warmup);
+
+#endif

@@ -1,0 +1,83 @@
+/* terse-bench --kernels: one process, one thread. For each codec and size, the time to
+ * encode a buffer and to decode(-add) the message, next to a memcpy of the same buffer
+ * measured in the same run (ratio = (encode + decode) / memcpy). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench.h"
+#include "codec.h"
+#include "config.h"
+#include "error.h"
+
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
+}
+
+int bench_kernels(const char *const *codecs, size_t n_codecs, size_t min_bytes, size_t max_bytes,
+                  int iters, int warmup)
+{
+    printf("# terse-bench --kernels: single thread, times are means over %d iterations\n", iters);
+    printf("# %-28s %12s %12s %12s %12s %8s\n", "codec", "size(B)", "encode(us)", "decode(us)",
+           "memcpy(us)", "ratio");
+    for (size_t bytes = min_bytes; bytes <= max_bytes; bytes *= 2) {
+        size_t n = bytes / 4;
+        float *in = malloc(n * 4 + 4), *out = malloc(n * 4 + 4), *copy = malloc(n * 4 + 4);
+        if (!in || !out || !copy) {
+            fprintf(stderr, "terse-bench: out of memory for %zu bytes\n", bytes);
+            return 1;
+        }
+        bench_fill_gradient(in, n, 0, 1);
+        memset(out, 0, n * 4);
+        memcpy(copy, in, n * 4);
+        for (size_t c = 0; c < n_codecs; c++) {
+            terse_config_t cfg;
+            config_defaults(&cfg);
+            char item[300];
+            snprintf(item, sizeof item, "compressor=%s", codecs[c]);
+            if (config_parse(&cfg, item, 0) != TERSE_OK || config_check_supported(&cfg) != TERSE_OK) {
+                fprintf(stderr, "terse-bench: %s\n", terse_last_error());
+                return 2;
+            }
+            const codec_ops_t *ops = cfg.compressor.def->ops;
+            const double *p = cfg.compressor.p;
+            if (ops->check && ops->check(p, n) != TERSE_OK) {
+                fprintf(stderr, "terse-bench: %s\n", terse_last_error());
+                return 2;
+            }
+            void *msg = malloc(ops->max_bytes(p, n) + 1);
+            void *scratch = malloc(ops->scratch_bytes(p, n) + 1);
+            if (!msg || !scratch) return 1;
+            double enc = 0, dec = 0, cpy = 0;
+            for (int it = -warmup; it < iters; it++) {
+                double t0 = now_us();
+                size_t b = ops->encode(p, in, n, msg, scratch);
+                double t1 = now_us();
+                if (ops->decode_add(p, msg, b, n, out) != TERSE_OK) {
+                    fprintf(stderr, "terse-bench: %s decoded its own message as invalid\n", codecs[c]);
+                    return 1;
+                }
+                double t2 = now_us();
+                memcpy(copy, in, n * 4);
+                double t3 = now_us();
+                if (it >= 0) {
+                    enc += t1 - t0;
+                    dec += t2 - t1;
+                    cpy += t3 - t2;
+                }
+            }
+            enc /= iters; dec /= iters; cpy /= iters;
+            printf("%-30s %12zu %12.1f %12.1f %12.1f %8.2f\n", codecs[c], bytes, enc, dec, cpy,
+                   cpy > 0 ? (enc + dec) / cpy : 0.0);
+            free(msg);
+            free(scratch);
+        }
+        free(in); free(out); free(copy);
+        if (bytes == 0) break;
+    }
+    return 0;
+}

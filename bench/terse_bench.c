@@ -1,0 +1,439 @@
+/* terse-bench: compressed allreduce benchmark in the style of nccl-tests (DESIGN.md §7).
+ *
+ *   mpirun -np N terse-bench [--config STRING | --compressor SPEC --feedback SPEC
+ *                            --adapt SPEC] [--sizes MIN:MAX | --shape RxC,... | --shape resnet50]
+ *                            [--iters N] [--warmup N] [--baseline] [--check] [--json FILE]
+ *   terse-bench --kernels [--compressor SPEC] [--sizes MIN:MAX]
+ *
+ * Every call reduces the same synthetic per-rank gradient. time(us) is the slowest rank's
+ * mean time per call. relerr (with --check) is the relative L2 error of the first call's
+ * result against the exact mean (computed in double), before any feedback has built up;
+ * --check also compares a hash of the first and last results across ranks and fails the
+ * run if any two ranks differ. */
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+#include "terse.h"
+#include "terse_mpi.h"
+
+typedef struct {
+    const char *config, *compressor, *feedback, *adapt, *json, *shape, *device;
+    size_t min_bytes, max_bytes;
+    int iters, warmup, baseline, check, kernels;
+} opts_t;
+
+typedef struct {
+    size_t bytes, count;
+    char codec[160];
+    double time_us, wire, ratio, sent, relerr, comp_us, comm_us, decomp_us;
+} row_t;
+
+static int rank_, nranks_;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: mpirun -np N terse-bench [options]\n"
+            "  --config STRING       a whole configuration (docs/configuration.md)\n"
+            "  --compressor SPEC     e.g. topk:density=0.01 (default none)\n"
+            "  --feedback SPEC       none, ef, ... (default none)\n"
+            "  --adapt SPEC          none, lgreco[...]\n"
+            "  --sizes MIN:MAX       bytes of float32 data, doubling; K/M/G are binary (default 4K:64M)\n"
+            "  --shape RxC[,RxC...]  a list of 2-D layers instead of one flat layer; or resnet50\n"
+            "  --iters N             timed calls per size (default 20)\n"
+            "  --warmup N            untimed calls first (default 3)\n"
+            "  --baseline            also time dense MPI_Allreduce of the same data\n"
+            "  --check               relative error against the exact mean; cross-rank hash check\n"
+            "  --json FILE           write the rows as JSON too\n"
+            "  --kernels             single process: codec encode/decode time next to memcpy\n"
+            "  --device cpu|cuda     where the buffers live (cuda is not built yet)\n");
+}
+
+static int parse_args(int argc, char **argv, opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->min_bytes = 4096;
+    o->max_bytes = 64u << 20;
+    o->iters = 20;
+    o->warmup = 3;
+    o->device = "cpu";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define VALUE()                                                                          \
+    do {                                                                                 \
+        if (!v) { fprintf(stderr, "terse-bench: %s needs a value\n", a); return 2; }     \
+        i++;                                                                             \
+    } while (0)
+        if (!strcmp(a, "--config")) { VALUE(); o->config = v; }
+        else if (!strcmp(a, "--compressor")) { VALUE(); o->compressor = v; }
+        else if (!strcmp(a, "--feedback")) { VALUE(); o->feedback = v; }
+        else if (!strcmp(a, "--adapt")) { VALUE(); o->adapt = v; }
+        else if (!strcmp(a, "--json")) { VALUE(); o->json = v; }
+        else if (!strcmp(a, "--shape")) { VALUE(); o->shape = v; }
+        else if (!strcmp(a, "--device")) { VALUE(); o->device = v; }
+        else if (!strcmp(a, "--iters")) { VALUE(); o->iters = atoi(v); }
+        else if (!strcmp(a, "--warmup")) { VALUE(); o->warmup = atoi(v); }
+        else if (!strcmp(a, "--baseline")) o->baseline = 1;
+        else if (!strcmp(a, "--check")) o->check = 1;
+        else if (!strcmp(a, "--kernels")) o->kernels = 1;
+        else if (!strcmp(a, "--sizes")) {
+            VALUE();
+            char lo[64], hi[64];
+            const char *colon = strchr(v, ':');
+            if (!colon || (size_t)(colon - v) >= sizeof lo || strlen(colon + 1) >= sizeof hi) {
+                fprintf(stderr, "terse-bench: --sizes wants MIN:MAX, got '%s'\n", v);
+                return 2;
+            }
+            memcpy(lo, v, (size_t)(colon - v));
+            lo[colon - v] = '\0';
+            strcpy(hi, colon + 1);
+            if (bench_parse_bytes(lo, &o->min_bytes) || bench_parse_bytes(hi, &o->max_bytes) ||
+                o->min_bytes < 4 || o->max_bytes < o->min_bytes) {
+                fprintf(stderr, "terse-bench: --sizes '%s': want 4 <= MIN <= MAX, e.g. 4K:64M\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 1;
+        } else {
+            fprintf(stderr, "terse-bench: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+#undef VALUE
+    }
+    if (o->iters < 1 || o->warmup < 0) {
+        fprintf(stderr, "terse-bench: --iters must be >= 1 and --warmup >= 0\n");
+        return 2;
+    }
+    if (strcmp(o->device, "cpu") != 0) {
+        fprintf(stderr, "terse-bench: --device %s: only cpu is built in this version\n", o->device);
+        return 2;
+    }
+    return 0;
+}
+
+static uint64_t hash_floats(const float *const *bufs, const size_t *counts, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t l = 0; l < n; l++) {
+        const unsigned char *b = (const unsigned char *)bufs[l];
+        for (size_t i = 0; i < counts[l] * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ull;
+    }
+    return h;
+}
+
+/* Fails the run unless every rank has the same hash. */
+static int hashes_agree(uint64_t h, const char *what)
+{
+    uint64_t lo = h, hi = h;
+    MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
+    if (lo != hi && rank_ == 0)
+        fprintf(stderr, "terse-bench: ranks disagree on the %s (hash %016llx vs %016llx)\n", what,
+                (unsigned long long)lo, (unsigned long long)hi);
+    return lo == hi;
+}
+
+/* The exact mean of every rank's gradient, in double. */
+static double relerr_of(const float *const *out, float *const *grad, const size_t *counts,
+                        size_t n_layers, int sum)
+{
+    double num = 0, den = 0;
+    for (size_t l = 0; l < n_layers; l++) {
+        size_t n = counts[l];
+        double *m = malloc((n ? n : 1) * sizeof *m);
+        if (!m) return NAN;
+        for (size_t i = 0; i < n; i++) m[i] = grad[l][i];
+        MPI_Allreduce(MPI_IN_PLACE, m, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+        for (size_t i = 0; i < n; i++) {
+            double e = sum ? m[i] : m[i] / nranks_;
+            double d = (double)out[l][i] - e;
+            num += d * d;
+            den += e * e;
+        }
+        free(m);
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static double max_over_ranks(double v)
+{
+    MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    return v;
+}
+
+static void print_header(const opts_t *o, const char *cfg)
+{
+    if (rank_) return;
+    printf("# terse-bench %u.%u.%u, %d ranks, iters %d, warmup %d\n", terse_version() / 10000,
+           terse_version() / 100 % 100, terse_version() % 100, nranks_, o->iters, o->warmup);
+    printf("# configuration: %s\n", cfg);
+    printf("# time: slowest rank's mean per call; busbw = algbw * 2(n-1)/n; wire: this rank's "
+           "message; sent: bytes this rank handed to the transport per call\n");
+    printf("# %12s %10s %5s %-24s %11s %11s %11s %12s %8s %12s %10s %12s %10s %14s\n", "size(B)",
+           "count", "type", "codec", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "wire(B)", "ratio",
+           "sent(B)", "relerr", "compress(us)", "comm(us)", "decompress(us)");
+}
+
+static void print_row(const row_t *r)
+{
+    if (rank_) return;
+    double algbw = r->time_us > 0 ? (double)r->bytes / (r->time_us * 1e3) : 0;
+    double busbw = algbw * 2.0 * (nranks_ - 1) / nranks_;
+    char rel[32];
+    if (isnan(r->relerr)) snprintf(rel, sizeof rel, "-");
+    else snprintf(rel, sizeof rel, "%.3e", r->relerr);
+    printf("  %12zu %10zu %5s %-24s %11.1f %11.4f %11.4f %12.0f %8.2f %12.0f %10s %12.1f %10.1f %14.1f\n",
+           r->bytes, r->count, "float", r->codec, r->time_us, algbw, busbw, r->wire, r->ratio,
+           r->sent, rel, r->comp_us, r->comm_us, r->decomp_us);
+    fflush(stdout);
+}
+
+static void json_row(FILE *f, const row_t *r, int first)
+{
+    if (!f) return;
+    double algbw = r->time_us > 0 ? (double)r->bytes / (r->time_us * 1e3) : 0;
+    fprintf(f, "%s  {\"size\": %zu, \"count\": %zu, \"type\": \"float\", \"codec\": \"%s\", "
+               "\"ranks\": %d, \"time_us\": %.3f, \"algbw\": %.6f, \"busbw\": %.6f, \"wire\": %.0f, "
+               "\"ratio\": %.4f, \"sent\": %.0f, \"relerr\": ",
+            first ? "" : ",\n", r->bytes, r->count, r->codec, nranks_, r->time_us, algbw,
+            algbw * 2.0 * (nranks_ - 1) / nranks_, r->wire, r->ratio, r->sent);
+    if (isnan(r->relerr)) fprintf(f, "null");
+    else fprintf(f, "%.6e", r->relerr);
+    fprintf(f, ", \"compress_us\": %.3f, \"comm_us\": %.3f, \"decompress_us\": %.3f}", r->comp_us,
+            r->comm_us, r->decomp_us);
+}
+
+/* Dense MPI_Allreduce of the same data: the baseline row. */
+static int run_dense(const opts_t *o, float *const *grad, float *const *buf, const size_t *counts,
+                     size_t n_layers, row_t *row, int sum)
+{
+    size_t total = 0;
+    for (size_t l = 0; l < n_layers; l++) total += counts[l];
+    double t = 0;
+    for (int it = -o->warmup; it < o->iters; it++) {
+        for (size_t l = 0; l < n_layers; l++) memcpy(buf[l], grad[l], counts[l] * sizeof(float));
+        MPI_Barrier(MPI_COMM_WORLD);
+        double t0 = MPI_Wtime();
+        for (size_t l = 0; l < n_layers; l++) {
+            if (MPI_Allreduce(MPI_IN_PLACE, buf[l], (int)counts[l], MPI_FLOAT, MPI_SUM,
+                              MPI_COMM_WORLD) != MPI_SUCCESS)
+                return 1;
+            if (!sum)
+                for (size_t i = 0; i < counts[l]; i++) buf[l][i] /= (float)nranks_;
+        }
+        double dt = MPI_Wtime() - t0;
+        if (it >= 0) t += dt;
+    }
+    memset(row, 0, sizeof *row);
+    row->bytes = total * 4;
+    row->count = total;
+    snprintf(row->codec, sizeof row->codec, "dense");
+    row->time_us = max_over_ranks(t / o->iters * 1e6);
+    row->wire = (double)total * 4;
+    row->ratio = 1;
+    row->sent = 2.0 * (nranks_ - 1) / nranks_ * (double)total * 4; /* a ring allreduce's */
+    row->relerr = o->check ? relerr_of((const float *const *)buf, grad, counts, n_layers, sum) : NAN;
+    return 0;
+}
+
+/* The compressed allreduce of the given layers on a fresh communicator. */
+static int run_terse(const opts_t *o, const char *cfg, const bench_shape_t *shapes,
+                     size_t n_layers, float *const *grad, float *const *buf, const size_t *counts,
+                     row_t *row)
+{
+    terse_comm_t *comm = NULL;
+    terse_status_t s = terse_comm_create_mpi(MPI_COMM_WORLD, cfg, &comm);
+    if (s != TERSE_OK) {
+        if (rank_ == 0) fprintf(stderr, "terse-bench: %s: %s\n", terse_status_string(s), terse_last_error());
+        return 2;
+    }
+    int *ids = malloc(n_layers * sizeof *ids);
+    for (size_t l = 0; l < n_layers && ids; l++) {
+        char name[32];
+        snprintf(name, sizeof name, "layer%zu", l);
+        s = terse_layer_add(comm, name, shapes[l].rows, shapes[l].cols, NULL, &ids[l]);
+        if (s != TERSE_OK) {
+            if (rank_ == 0) fprintf(stderr, "terse-bench: %s: %s\n", terse_status_string(s), terse_last_error());
+            terse_comm_destroy(comm);
+            free(ids);
+            return 2;
+        }
+    }
+    int ok = 1;
+    double t = 0, comp = 0, commt = 0, decomp = 0, wire = 0, sent = 0, relerr = NAN;
+    for (int it = -o->warmup - (o->check ? 1 : 0); it < o->iters; it++) {
+        for (size_t l = 0; l < n_layers; l++) memcpy(buf[l], grad[l], counts[l] * sizeof(float));
+        MPI_Barrier(MPI_COMM_WORLD);
+        double t0 = MPI_Wtime();
+        s = terse_allreduce_many(comm, (int)n_layers, ids, buf);
+        double dt = MPI_Wtime() - t0;
+        if (s != TERSE_OK) {
+            fprintf(stderr, "terse-bench: rank %d: %s: %s\n", rank_, terse_status_string(s), terse_last_error());
+            ok = 0;
+            break;
+        }
+        int first_checked = o->check && it == -o->warmup - 1;
+        if (first_checked) {
+            relerr = relerr_of((const float *const *)buf, grad, counts, n_layers,
+                               cfg && strstr(cfg, "reduce=sum") != NULL);
+            ok &= hashes_agree(hash_floats((const float *const *)buf, counts, n_layers), "first result");
+        }
+        if (it < 0) continue;
+        t += dt;
+        for (size_t l = 0; l < n_layers; l++) {
+            terse_stats_t st;
+            terse_layer_stats(comm, ids[l], &st);
+            comp += st.compress_us;
+            commt += st.comm_us;
+            decomp += st.decompress_us;
+            wire += (double)st.wire_bytes;
+            sent += (double)st.sent_bytes;
+        }
+        if (o->check && it == o->iters - 1)
+            ok &= hashes_agree(hash_floats((const float *const *)buf, counts, n_layers), "last result");
+    }
+    terse_stats_t st0;
+    memset(row, 0, sizeof *row);
+    if (n_layers && terse_layer_stats(comm, ids[0], &st0) == TERSE_OK)
+        snprintf(row->codec, sizeof row->codec, "%s", n_layers == 1 ? st0.codec : "");
+    if (n_layers != 1 || !row->codec[0]) {
+        char full[512];
+        terse_comm_config(comm, full, sizeof full);
+        const char *c = strstr(full, "compressor=");
+        const char *e = c ? strchr(c, ';') : NULL;
+        if (c && e) snprintf(row->codec, sizeof row->codec, "%.*s", (int)(e - c - 11), c + 11);
+    }
+    size_t total = 0;
+    for (size_t l = 0; l < n_layers; l++) total += counts[l];
+    row->bytes = total * 4;
+    row->count = total;
+    row->time_us = max_over_ranks(t / o->iters * 1e6);
+    row->comp_us = max_over_ranks(comp / o->iters);
+    row->comm_us = max_over_ranks(commt / o->iters);
+    row->decomp_us = max_over_ranks(decomp / o->iters);
+    row->wire = wire / o->iters;
+    row->ratio = row->wire > 0 ? (double)row->bytes / row->wire : 0;
+    row->sent = sent / o->iters;
+    row->relerr = relerr;
+    terse_comm_destroy(comm);
+    free(ids);
+    int all_ok = ok;
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    return all_ok ? 0 : 1;
+}
+
+static int build_config(const opts_t *o, char *buf, size_t len)
+{
+    if (o->config && (o->compressor || o->feedback || o->adapt)) {
+        fprintf(stderr, "terse-bench: give --config or --compressor/--feedback/--adapt, not both\n");
+        return 2;
+    }
+    if (o->config) {
+        snprintf(buf, len, "%s", o->config);
+        return 0;
+    }
+    /* min_size=0: the benchmark compresses every size it is asked about */
+    snprintf(buf, len, "compressor=%s; feedback=%s; adapt=%s; min_size=0",
+             o->compressor ? o->compressor : "none", o->feedback ? o->feedback : "none",
+             o->adapt ? o->adapt : "none");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    opts_t o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc) return rc == 1 ? 0 : rc;
+    if (o.kernels) {
+        const char *defaults[] = {"fp16", "bf16", "topk:density=0.01"};
+        const char *one[1] = {o.compressor};
+        return bench_kernels(o.compressor ? one : defaults, o.compressor ? 1 : 3, o.min_bytes,
+                             o.max_bytes, o.iters, o.warmup);
+    }
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &nranks_);
+    char cfg[1024];
+    if ((rc = build_config(&o, cfg, sizeof cfg)) != 0) {
+        MPI_Finalize();
+        return rc;
+    }
+    /* the configuration in effect, environment included, for the header */
+    terse_comm_t *probe = NULL;
+    terse_status_t s = terse_comm_create_mpi(MPI_COMM_WORLD, cfg, &probe);
+    if (s != TERSE_OK) {
+        if (rank_ == 0) fprintf(stderr, "terse-bench: %s: %s\n", terse_status_string(s), terse_last_error());
+        MPI_Finalize();
+        return 2;
+    }
+    char effective[1024];
+    terse_comm_config(probe, effective, sizeof effective);
+    terse_comm_destroy(probe);
+    int sum = strstr(effective, "reduce=sum") != NULL;
+    print_header(&o, effective);
+
+    FILE *json = NULL;
+    if (o.json && rank_ == 0) {
+        json = fopen(o.json, "w");
+        if (!json) fprintf(stderr, "terse-bench: cannot write %s\n", o.json);
+        else fprintf(json, "[\n");
+    }
+    int first = 1, failed = 0;
+    shape_list_t shapes = {0};
+    if (o.shape && shapes_parse(o.shape, &shapes)) {
+        if (rank_ == 0) fprintf(stderr, "terse-bench: --shape '%s': want RxC[,RxC...] or resnet50\n", o.shape);
+        MPI_Finalize();
+        return 2;
+    }
+    for (size_t bytes = o.min_bytes; bytes <= o.max_bytes; bytes *= 2) {
+        bench_shape_t flat = {bytes / 4, 1};
+        const bench_shape_t *sh = o.shape ? shapes.v : &flat;
+        size_t n_layers = o.shape ? shapes.n : 1;
+        size_t *counts = calloc(n_layers, sizeof *counts);
+        float **grad = calloc(n_layers, sizeof *grad), **buf = calloc(n_layers, sizeof *buf);
+        for (size_t l = 0; l < n_layers; l++) {
+            counts[l] = sh[l].rows * sh[l].cols;
+            grad[l] = malloc(counts[l] * sizeof(float) + 4);
+            buf[l] = malloc(counts[l] * sizeof(float) + 4);
+            if (!grad[l] || !buf[l]) {
+                fprintf(stderr, "terse-bench: out of memory\n");
+                MPI_Abort(MPI_COMM_WORLD, 1);
+            }
+            bench_fill_gradient(grad[l], counts[l], rank_, l + 1);
+        }
+        row_t row;
+        if (o.baseline) {
+            if (run_dense(&o, grad, buf, counts, n_layers, &row, sum)) failed = 1;
+            print_row(&row);
+            json_row(json, &row, first);
+            first = 0;
+        }
+        rc = run_terse(&o, cfg, sh, n_layers, grad, buf, counts, &row);
+        if (rc == 2) {
+            failed = 2;
+        } else {
+            if (rc) failed = 1;
+            print_row(&row);
+            json_row(json, &row, first);
+            first = 0;
+        }
+        for (size_t l = 0; l < n_layers; l++) { free(grad[l]); free(buf[l]); }
+        free(grad); free(buf); free(counts);
+        if (failed == 2 || o.shape) break;
+    }
+    if (json) {
+        fprintf(json, "\n]\n");
+        fclose(json);
+    }
+    free(shapes.v);
+    if (rank_ == 0 && failed == 1) fprintf(stderr, "terse-bench: FAILED: ranks disagree or a call failed\n");
+    MPI_Finalize();
+    return failed;
+}

@@ -1,0 +1,41 @@
+/* The transport interface: the few collectives the aggregation protocols need, on bytes.
+ * A transport is a table of functions (MPI here; NCCL and hierarchical later) plus its
+ * handle. Every call is collective over the transport's ranks. Counts and displacements
+ * are per rank, in bytes. */
+#ifndef TERSE_TRANSPORT_H
+#define TERSE_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "terse.h"
+
+typedef struct transport transport_t;
+
+typedef struct transport_ops {
+    size_t size;        /* sizeof(transport_ops_t): the version of this table */
+    const char *name;
+    /* Every rank contributes `bytes` bytes; recv gets them in rank order. */
+    terse_status_t (*allgather)(transport_t *t, const void *send, size_t bytes, void *recv);
+    /* Rank r contributes counts[r] bytes, which land at recv + displs[r] on every rank. The
+     * caller's own block is read from recv + displs[rank] when send is NULL (in place). */
+    terse_status_t (*allgatherv)(transport_t *t, const void *send, void *recv,
+                                 const size_t *counts, const size_t *displs);
+    /* Rank r sends scounts[q] bytes from send + sdispls[q] to each rank q. */
+    terse_status_t (*alltoallv)(transport_t *t, const void *send, const size_t *scounts,
+                                const size_t *sdispls, void *recv, const size_t *rcounts,
+                                const size_t *rdispls);
+    terse_status_t (*bcast)(transport_t *t, void *buf, size_t bytes, int root);
+    void (*destroy)(transport_t *t);
+} transport_ops_t;
+
+struct transport {
+    const transport_ops_t *ops;
+    void *impl;
+    int rank, size;
+    /* Bytes this rank has handed to the transport for other ranks, for statistics: an
+     * allgather of b bytes counts b * (size - 1), an alltoallv the bytes addressed to others. */
+    uint64_t sent_bytes;
+};
+
+#endif

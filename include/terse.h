@@ -1,0 +1,173 @@
+/*
+ * terse.h — compressed gradient allreduce for data-parallel training.
+ *
+ * This header needs no MPI, NCCL or CUDA types. It reads top to bottom: status codes and
+ * errors, version, communicators, layers, the allreduce itself, statistics, state, and the
+ * offline L-GreCo planner.
+ *
+ * Error convention (one place, for every function below): a function that can fail returns
+ * a terse_status_t. TERSE_OK is zero, every error is negative. On error, output parameters
+ * are left untouched and terse_last_error() returns a sentence saying what was wrong (which
+ * argument, which value, what is accepted). No function aborts or exits on bad input.
+ *
+ * Thread safety: a communicator is used by one thread at a time. Different communicators
+ * may be used from different threads concurrently. terse_last_error() is per thread.
+ */
+#ifndef TERSE_H
+#define TERSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define TERSE_API
+#else
+#define TERSE_API __attribute__((visibility("default")))
+#endif
+
+/* ---- Status and errors ------------------------------------------------------------------ */
+
+typedef enum {
+    TERSE_OK = 0,
+    TERSE_ERR_ARG = -1,         /* an argument is NULL, out of range or malformed          */
+    TERSE_ERR_NOMEM = -2,       /* an allocation failed                                     */
+    TERSE_ERR_BACKEND = -3,     /* MPI (or NCCL/CUDA) returned an error                     */
+    TERSE_ERR_MISMATCH = -4,    /* ranks disagree on layer, count, codec or step            */
+    TERSE_ERR_UNSUPPORTED = -5, /* a valid request this build cannot serve                  */
+    TERSE_ERR_STATE = -6,       /* a call out of order (e.g. after MPI_Finalize)            */
+    TERSE_ERR_NONFINITE = -7,   /* NaN or Inf in an input with nonfinite=error             */
+    TERSE_ERR_IO = -8           /* reading or writing a state file failed                   */
+} terse_status_t;
+
+/* A short, static name for a status ("TERSE_ERR_ARG: invalid argument"). Never NULL; an
+ * unknown value gives "unknown terse status". */
+TERSE_API const char *terse_status_string(terse_status_t s);
+
+/* The detail of the last error set in the calling thread, in words a user can act on, or ""
+ * if none. The pointer stays valid until the next terse call in this thread. */
+TERSE_API const char *terse_last_error(void);
+
+/* ---- Version ---------------------------------------------------------------------------- */
+
+#define TERSE_VERSION_MAJOR 0
+#define TERSE_VERSION_MINOR 1
+#define TERSE_VERSION_PATCH 0
+#define TERSE_VERSION_NUMBER (TERSE_VERSION_MAJOR * 10000 + TERSE_VERSION_MINOR * 100 + TERSE_VERSION_PATCH)
+
+/* The version of the library actually loaded, as TERSE_VERSION_NUMBER. */
+TERSE_API unsigned terse_version(void);
+
+/* ---- Communicators ---------------------------------------------------------------------- */
+
+/* A communicator: the ranks that reduce together, their configuration and all per-layer
+ * state. Opaque. */
+typedef struct terse_comm terse_comm_t;
+
+/* Creates a communicator over MPI_COMM_WORLD. If MPI is not initialised yet, terse
+ * initialises it (and finalises it when the last communicator it made this way is
+ * destroyed). `config` is a configuration string (docs/configuration.md), or NULL/"" for the
+ * defaults; the TERSE_* environment variables override it. Collective over the world.
+ * Errors: TERSE_ERR_ARG (out NULL, bad configuration), TERSE_ERR_UNSUPPORTED (a codec or
+ * method this build lacks), TERSE_ERR_STATE (MPI already finalised), TERSE_ERR_BACKEND. */
+TERSE_API terse_status_t terse_comm_create_world(const char *config, terse_comm_t **out);
+
+/* As terse_comm_create_mpi() (terse_mpi.h), with the communicator given as a Fortran handle
+ * (MPI_Comm_c2f), for bindings that cannot name MPI_Comm (Python's mpi4py: comm.py2f()).
+ * MPI must be initialised. */
+TERSE_API terse_status_t terse_comm_create_mpi_f(int fortran_comm, const char *config,
+                                                 terse_comm_t **out);
+
+/* Frees a communicator and all its layers. NULL is accepted and does nothing. Not
+ * collective, but call it on every rank. */
+TERSE_API terse_status_t terse_comm_destroy(terse_comm_t *c);
+
+/* The calling process's rank in the communicator and the number of ranks. */
+TERSE_API terse_status_t terse_comm_rank(const terse_comm_t *c, int *rank, int *size);
+
+/* Writes the configuration in effect (after environment overrides) as a configuration
+ * string into buf (at most len bytes, NUL-terminated). TERSE_ERR_ARG if it does not fit. */
+TERSE_API terse_status_t terse_comm_config(const terse_comm_t *c, char *buf, size_t len);
+
+/* ---- Layers ----------------------------------------------------------------------------- */
+
+/* The largest number of elements one layer may have: 2^28 floats (1 GiB). Split larger
+ * tensors into several layers. */
+#define TERSE_MAX_LAYER_COUNT ((size_t)1 << 28)
+
+/* Registers a layer (a gradient tensor) of rows x cols float32 elements, and returns its id
+ * (0, 1, 2, ... in registration order) in *id. A vector is rows x 1; rows or cols may be 0
+ * (an empty layer is valid). `name` is for reports and may be NULL. `config` overrides the
+ * communicator's configuration for this layer (keys compressor, feedback, adapt, min_size,
+ * reduce, nonfinite), or is NULL. All buffers for the layer are allocated here.
+ * Every rank must register the same layers in the same order (not checked here; a
+ * disagreement is caught as TERSE_ERR_MISMATCH by the first allreduce).
+ * Errors: TERSE_ERR_ARG (NULL c or id, rows*cols overflows or exceeds
+ * TERSE_MAX_LAYER_COUNT, bad config), TERSE_ERR_UNSUPPORTED, TERSE_ERR_NOMEM. */
+TERSE_API terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size_t rows,
+                                         size_t cols, const char *config, int *id);
+
+/* ---- Allreduce -------------------------------------------------------------------------- */
+
+/* Compressed allreduce of one layer, in place. On entry buf holds this rank's local gradient
+ * (rows*cols floats); on return it holds the aggregated estimate of the mean gradient over
+ * all ranks (or the sum with reduce=sum), bitwise identical on every rank. Collective: every
+ * rank calls it with the same layer. The layer's error-feedback state is updated.
+ * Errors: TERSE_ERR_ARG (NULL, unknown layer id), TERSE_ERR_MISMATCH (ranks called with
+ * different layers, sizes or codecs: every rank gets it, buf and state are unchanged),
+ * TERSE_ERR_NONFINITE (a NaN/Inf on some rank with nonfinite=error: every rank gets it, state
+ * unchanged), TERSE_ERR_BACKEND. */
+TERSE_API terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf);
+
+/* terse_allreduce on n layers, in the order given (the same order on every rank). Stops at
+ * the first error and returns it. */
+TERSE_API terse_status_t terse_allreduce_many(terse_comm_t *c, int n, const int *layers,
+                                              float *const *bufs);
+
+/* Marks the end of an optimizer step: advances the step counter that drives schedules
+ * (DGC warm-up, PowerSGD start, L-GreCo periods). Not collective, but call it on every rank
+ * at the same point. */
+TERSE_API terse_status_t terse_step_end(terse_comm_t *c);
+
+/* ---- Statistics ------------------------------------------------------------------------- */
+
+typedef struct {
+    char name[64];            /* the layer's name                                          */
+    char codec[128];          /* the codec in force, as a configuration value              */
+    char feedback[64];        /* the feedback method in force                              */
+    size_t count;             /* elements                                                  */
+    uint64_t calls;           /* allreduce calls completed on this layer                   */
+    uint64_t skipped;         /* calls skipped for non-finite input (nonfinite=skip)       */
+    uint64_t step;            /* the communicator's step counter                           */
+    size_t wire_bytes;        /* last call: this rank's compressed message, as encoded     */
+    size_t sent_bytes;        /* last call: bytes this rank handed to the transport        */
+    uint64_t total_sent_bytes;/* all calls                                                 */
+    double compress_us;       /* last call: feedback + encode time, microseconds           */
+    double comm_us;           /* last call: time in the transport                          */
+    double decompress_us;     /* last call: decode + aggregation + feedback update         */
+    int dense;                /* 1 if the layer goes dense (small, or codec none)          */
+} terse_stats_t;
+
+/* Copies the statistics of one layer into *out. */
+TERSE_API terse_status_t terse_layer_stats(terse_comm_t *c, int layer, terse_stats_t *out);
+
+/* ---- Offline L-GreCo planning ----------------------------------------------------------- */
+
+/* Chooses one candidate per layer: minimises sum_l sizes[l][choice[l]] among the choice
+ * vectors whose discretised errors ceil(errors[l][c] * buckets / budget) sum to at most
+ * `buckets` (so the true total error is at most `budget`). Ties go to the lexicographically
+ * smallest choice vector. sizes and errors are n_layers x n_candidates, row-major. A
+ * candidate may be excluded by giving it an infinite error.
+ * Errors: TERSE_ERR_ARG for NULL arrays, zero counts, a NaN or negative value, a budget
+ * that is not positive and finite, or no feasible choice (the message says which). */
+TERSE_API terse_status_t terse_lgreco_solve(size_t n_layers, size_t n_candidates,
+                                            const double *sizes, const double *errors,
+                                            double budget, size_t buckets, size_t *choice);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TERSE_H */

@@ -1,0 +1,227 @@
+/* The engine's hot path: one layer's compressed allreduce.
+ *
+ *   check input -> feedback prepare (g -> p) -> codec encode         [compress]
+ *   header allgather: all ranks agree on layer, size, plan, call?    [comm]
+ *   protocol exchange                                                [comm]
+ *   protocol decode -> feedback update (state, estimate into buf)    [decompress]
+ *
+ * Nothing that a rank keeps (feedback state, call counters) changes before the header
+ * exchange has shown that every rank can complete the call, so a mismatch or a non-finite
+ * gradient leaves every rank's state exactly as it was. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define HEADER_MAGIC 0x7465727365310001ull /* "terse1" + format 1 */
+
+double engine_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
+}
+
+static int has_nonfinite(const float *v, size_t n)
+{
+    /* exponent all ones: Inf or NaN; OR-reduce so the loop vectorises */
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], sizeof u);
+        bad |= (u & 0x7f800000u) == 0x7f800000u;
+    }
+    return bad != 0;
+}
+
+static const char *header_field_name(int w)
+{
+    switch (w) {
+    case HDR_MAGIC: return "protocol version";
+    case HDR_LAYER: return "layer id";
+    case HDR_COUNT: return "element count";
+    case HDR_FINGERPRINT: return "codec/feedback configuration";
+    case HDR_CALL: return "call number of the layer";
+    case HDR_FLAGS: return "uncompressed-call flag";
+    }
+    return "header";
+}
+
+/* Compares every rank's header with this rank's; all ranks see the same table, so all
+ * reach the same verdict. */
+static terse_status_t headers_agree(const terse_comm_t *c, const uint64_t *mine)
+{
+    int n = c->tp.size;
+    for (int r = 0; r < n; r++) {
+        const uint64_t *h = c->headers + (size_t)r * HDR_WORDS;
+        for (int w = HDR_MAGIC; w < HDR_WIRE; w++) {
+            uint64_t a = h[w], b = mine[w];
+            if (w == HDR_FLAGS) {
+                a &= HDR_FLAG_UNCOMPRESSED;
+                b &= HDR_FLAG_UNCOMPRESSED;
+            }
+            if (a == b) continue;
+            /* report against rank 0's view so every rank prints the same sentence */
+            const uint64_t *h0 = c->headers;
+            for (int q = 1; q < n; q++) {
+                const uint64_t *hq = c->headers + (size_t)q * HDR_WORDS;
+                uint64_t x = h0[w], y = hq[w];
+                if (w == HDR_FLAGS) { x &= HDR_FLAG_UNCOMPRESSED; y &= HDR_FLAG_UNCOMPRESSED; }
+                if (x != y)
+                    return terse_error(TERSE_ERR_MISMATCH,
+                                       "ranks disagree on the %s: rank 0 has %llu (layer %lld, %llu elements), "
+                                       "rank %d has %llu (layer %lld, %llu elements); every rank must "
+                                       "call terse_allreduce on the same layers in the same order",
+                                       header_field_name(w), (unsigned long long)x,
+                                       (long long)(int64_t)h0[HDR_LAYER], (unsigned long long)h0[HDR_COUNT],
+                                       q, (unsigned long long)y, (long long)(int64_t)hq[HDR_LAYER],
+                                       (unsigned long long)hq[HDR_COUNT]);
+            }
+        }
+    }
+    return TERSE_OK;
+}
+
+static terse_status_t check_layer(terse_comm_t *c, int layer, const char *fn)
+{
+    if (!c) return terse_error(TERSE_ERR_ARG, "%s: communicator is NULL", fn);
+    if (layer < 0 || (size_t)layer >= c->n_layers)
+        return terse_error(TERSE_ERR_ARG, "%s: unknown layer id %d; %zu layers are registered (ids 0..%zu)",
+                           fn, layer, c->n_layers, c->n_layers ? c->n_layers - 1 : 0);
+    return TERSE_OK;
+}
+
+terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf)
+{
+    terse_error_clear();
+    TERSE_CHECK(check_layer(c, layer, "terse_allreduce"));
+    layer_t *l = &c->layers[layer];
+    if (!buf && l->count > 0)
+        return terse_error(TERSE_ERR_ARG, "terse_allreduce: buf is NULL for layer %d of %zu elements",
+                           layer, l->count);
+    const size_t n = l->count;
+    transport_t *tp = &c->tp;
+    const uint64_t sent0 = tp->sent_bytes;
+    const double t0 = engine_now_us();
+
+    int nonfinite = l->cfg.nonfinite != CONFIG_NONFINITE_PASS && n > 0 && has_nonfinite(buf, n);
+    int uncompressed = 0;
+    const float *p = buf;
+    if (!l->dense) {
+        uncompressed = l->fb->prepare(l->cfg.feedback.p, l->state, buf, l->p, n, l->calls);
+        p = l->p;
+    }
+    proto_call_t call;
+    memset(&call, 0, sizeof call);
+    call.tp = tp;
+    call.codec = uncompressed ? &codec_none_ops : l->codec;
+    call.prm = uncompressed ? layer_no_params : layer_params(l);
+    call.count = n;
+    call.in = p;
+    call.delta = l->dense ? NULL : l->delta;
+    call.out = l->agg;
+    call.mean = l->cfg.reduce == CONFIG_REDUCE_MEAN;
+    call.ws = uncompressed ? l->ws_dense : l->ws;
+    call.scratch = l->scratch;
+    call.bad_rank = -1;
+    const protocol_ops_t *proto = uncompressed ? &protocol_dense : l->proto;
+    if (!nonfinite) TERSE_CHECK(proto->encode(&call));
+    const double t1 = engine_now_us();
+
+    uint64_t hdr[HDR_WORDS];
+    hdr[HDR_MAGIC] = HEADER_MAGIC;
+    hdr[HDR_LAYER] = (uint64_t)(int64_t)layer;
+    hdr[HDR_COUNT] = n;
+    hdr[HDR_FINGERPRINT] = l->fingerprint;
+    hdr[HDR_CALL] = l->calls;
+    hdr[HDR_FLAGS] = (nonfinite ? HDR_FLAG_NONFINITE : 0) | (uncompressed ? HDR_FLAG_UNCOMPRESSED : 0);
+    hdr[HDR_WIRE] = call.wire_bytes;
+    TERSE_CHECK(tp->ops->allgather(tp, hdr, sizeof hdr, c->headers));
+    TERSE_CHECK(headers_agree(c, hdr));
+    for (int r = 0; r < tp->size; r++) {
+        if (!(c->headers[(size_t)r * HDR_WORDS + HDR_FLAGS] & HDR_FLAG_NONFINITE)) continue;
+        if (l->cfg.nonfinite == CONFIG_NONFINITE_SKIP) {
+            memset(buf, 0, n * sizeof *buf);
+            l->skipped++;
+            return TERSE_OK;
+        }
+        return terse_error(TERSE_ERR_NONFINITE,
+                           "layer %d ('%s'): rank %d's gradient holds a NaN or Inf; the call was "
+                           "abandoned on every rank and the state is unchanged (nonfinite=skip "
+                           "skips such steps instead)", layer, l->name, r);
+    }
+    /* the peers' announced sizes, gathered into one column for the protocol */
+    uint64_t *peer = c->headers; /* reuse: header rows are no longer needed */
+    for (int r = 0; r < tp->size; r++) peer[r] = c->headers[(size_t)r * HDR_WORDS + HDR_WIRE];
+    call.peer_bytes = peer;
+    terse_status_t s = proto->exchange(&call);
+    const double t2 = engine_now_us();
+    if (s == TERSE_OK) s = proto->decode(&call);
+    if (s == TERSE_ERR_MISMATCH && call.bad_rank >= 0)
+        return terse_error(TERSE_ERR_MISMATCH,
+                           "layer %d: the message from rank %d is malformed (size or indices out "
+                           "of range); it was rejected and the state is unchanged", layer, call.bad_rank);
+    if (s != TERSE_OK) return s;
+
+    if (l->dense)
+        memcpy(buf, l->agg, n * sizeof *buf);
+    else
+        l->fb->update(l->cfg.feedback.p, l->state, buf, p, l->delta, l->agg, buf, n, l->calls);
+    const double t3 = engine_now_us();
+
+    l->calls++;
+    l->last.wire_bytes = call.wire_bytes;
+    l->last.sent_bytes = (size_t)(tp->sent_bytes - sent0);
+    l->total_sent += tp->sent_bytes - sent0;
+    l->last.compress_us = t1 - t0;
+    l->last.comm_us = t2 - t1;
+    l->last.decompress_us = t3 - t2;
+    return TERSE_OK;
+}
+
+terse_status_t terse_allreduce_many(terse_comm_t *c, int n, const int *layers, float *const *bufs)
+{
+    terse_error_clear();
+    if (!c) return terse_error(TERSE_ERR_ARG, "terse_allreduce_many: communicator is NULL");
+    if (n < 0) return terse_error(TERSE_ERR_ARG, "terse_allreduce_many: n = %d is negative", n);
+    if (n > 0 && (!layers || !bufs))
+        return terse_error(TERSE_ERR_ARG, "terse_allreduce_many: layers or bufs is NULL");
+    for (int i = 0; i < n; i++) {
+        terse_status_t s = terse_allreduce(c, layers[i], bufs[i]);
+        if (s != TERSE_OK) return s;
+    }
+    return TERSE_OK;
+}
+
+terse_status_t terse_step_end(terse_comm_t *c)
+{
+    terse_error_clear();
+    if (!c) return terse_error(TERSE_ERR_ARG, "terse_step_end: communicator is NULL");
+    c->step++;
+    return TERSE_OK;
+}
+
+terse_status_t terse_layer_stats(terse_comm_t *c, int layer, terse_stats_t *out)
+{
+    terse_error_clear();
+    TERSE_CHECK(check_layer(c, layer, "terse_layer_stats"));
+    if (!out) return terse_error(TERSE_ERR_ARG, "terse_layer_stats: out is NULL");
+    const layer_t *l = &c->layers[layer];
+    terse_stats_t s = l->last;
+    snprintf(s.name, sizeof s.name, "%s", l->name);
+    if (l->dense)
+        snprintf(s.codec, sizeof s.codec, "none");
+    else
+        config_format_method(&l->cfg.compressor, s.codec, sizeof s.codec);
+    snprintf(s.feedback, sizeof s.feedback, "%s", l->fb->name);
+    s.count = l->count;
+    s.calls = l->calls;
+    s.skipped = l->skipped;
+    s.step = c->step;
+    s.total_sent_bytes = l->total_sent;
+    s.dense = l->dense;
+    *out = s;
+    return TERSE_OK;
+}

@@ -1,0 +1,154 @@
+/* Communicators: creation over MPI (world, an MPI_Comm, or a Fortran handle), the
+ * configuration in force, and destruction. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "terse_mpi.h"
+#include "transport_mpi.h"
+
+/* Communicators made by terse_comm_create_world while terse had initialised MPI itself;
+ * MPI is finalised when the last of them is destroyed. */
+static int world_refs;
+
+static terse_status_t check_mpi_usable(void)
+{
+    int init = 0, fin = 0;
+    MPI_Initialized(&init);
+    MPI_Finalized(&fin);
+    if (fin) return terse_error(TERSE_ERR_STATE, "MPI has already been finalised");
+    if (!init)
+        return terse_error(TERSE_ERR_STATE,
+                           "MPI is not initialised: call MPI_Init first, or use terse_comm_create_world");
+    return TERSE_OK;
+}
+
+static terse_status_t comm_create(MPI_Comm comm, const terse_config_t *cfg, int owns_mpi,
+                                  terse_comm_t **out)
+{
+    terse_comm_t *c = calloc(1, sizeof *c);
+    if (!c) return terse_error(TERSE_ERR_NOMEM, "communicator: out of memory");
+    c->cfg = *cfg;
+    terse_status_t s = transport_mpi_create(comm, &c->tp);
+    if (s != TERSE_OK) {
+        free(c);
+        return s;
+    }
+    c->headers = calloc((size_t)c->tp.size * HDR_WORDS, sizeof *c->headers);
+    if (!c->headers) {
+        c->tp.ops->destroy(&c->tp);
+        free(c);
+        return terse_error(TERSE_ERR_NOMEM, "communicator: out of memory");
+    }
+    c->owns_mpi = owns_mpi;
+    *out = c;
+    return TERSE_OK;
+}
+
+terse_status_t terse_comm_create_mpi(MPI_Comm comm, const char *config, terse_comm_t **out)
+{
+    terse_error_clear();
+    if (!out) return terse_error(TERSE_ERR_ARG, "terse_comm_create_mpi: out is NULL");
+    TERSE_CHECK(check_mpi_usable());
+    if (comm == MPI_COMM_NULL)
+        return terse_error(TERSE_ERR_ARG, "terse_comm_create_mpi: comm is MPI_COMM_NULL");
+    int inter = 0;
+    if (MPI_Comm_test_inter(comm, &inter) != MPI_SUCCESS)
+        return terse_error(TERSE_ERR_ARG, "terse_comm_create_mpi: comm is not a valid communicator");
+    if (inter)
+        return terse_error(TERSE_ERR_ARG,
+                           "terse_comm_create_mpi: comm is an inter-communicator; use an intra-communicator");
+    /* parse before any collective, so that a bad string fails alike on every rank */
+    terse_config_t cfg;
+    TERSE_CHECK(config_resolve(config, &cfg));
+    return comm_create(comm, &cfg, 0, out);
+}
+
+terse_status_t terse_comm_create_mpi_f(int fortran_comm, const char *config, terse_comm_t **out)
+{
+    terse_error_clear();
+    if (!out) return terse_error(TERSE_ERR_ARG, "terse_comm_create_mpi_f: out is NULL");
+    TERSE_CHECK(check_mpi_usable());
+    MPI_Comm comm = MPI_Comm_f2c((MPI_Fint)fortran_comm);
+    if (comm == MPI_COMM_NULL)
+        return terse_error(TERSE_ERR_ARG,
+                           "terse_comm_create_mpi_f: handle %d is not a communicator", fortran_comm);
+    return terse_comm_create_mpi(comm, config, out);
+}
+
+terse_status_t terse_comm_create_world(const char *config, terse_comm_t **out)
+{
+    terse_error_clear();
+    if (!out) return terse_error(TERSE_ERR_ARG, "terse_comm_create_world: out is NULL");
+    int init = 0, fin = 0;
+    MPI_Initialized(&init);
+    MPI_Finalized(&fin);
+    if (fin) return terse_error(TERSE_ERR_STATE, "terse_comm_create_world: MPI has already been finalised");
+    /* a configuration error must not leave MPI initialised by us */
+    terse_config_t cfg;
+    TERSE_CHECK(config_resolve(config, &cfg));
+    int owns = 0;
+    if (!init) {
+        int provided;
+        if (MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS)
+            return terse_error(TERSE_ERR_BACKEND, "terse_comm_create_world: MPI_Init_thread failed");
+        owns = 1;
+    } else if (world_refs > 0) {
+        owns = 1; /* terse initialised MPI for an earlier world communicator */
+    }
+    terse_status_t s = comm_create(MPI_COMM_WORLD, &cfg, owns, out);
+    if (s == TERSE_OK && owns) world_refs++;
+    if (s != TERSE_OK && owns && world_refs == 0) MPI_Finalize();
+    return s;
+}
+
+void layer_free(layer_t *l)
+{
+    free(l->state);
+    free(l->p);
+    free(l->delta);
+    free(l->agg);
+    free(l->ws);
+    free(l->scratch);
+    free(l->ws_dense);
+    memset(l, 0, sizeof *l);
+}
+
+terse_status_t terse_comm_destroy(terse_comm_t *c)
+{
+    terse_error_clear();
+    if (!c) return TERSE_OK;
+    for (size_t i = 0; i < c->n_layers; i++) layer_free(&c->layers[i]);
+    free(c->layers);
+    free(c->headers);
+    c->tp.ops->destroy(&c->tp);
+    int owns = c->owns_mpi;
+    free(c);
+    if (owns && --world_refs == 0) {
+        int fin = 0;
+        MPI_Finalized(&fin);
+        if (!fin) MPI_Finalize();
+    }
+    return TERSE_OK;
+}
+
+terse_status_t terse_comm_rank(const terse_comm_t *c, int *rank, int *size)
+{
+    if (!c) return terse_error(TERSE_ERR_ARG, "terse_comm_rank: communicator is NULL");
+    if (!rank && !size) return terse_error(TERSE_ERR_ARG, "terse_comm_rank: rank and size are both NULL");
+    if (rank) *rank = c->tp.rank;
+    if (size) *size = c->tp.size;
+    return TERSE_OK;
+}
+
+terse_status_t terse_comm_config(const terse_comm_t *c, char *buf, size_t len)
+{
+    if (!c) return terse_error(TERSE_ERR_ARG, "terse_comm_config: communicator is NULL");
+    if (!buf) return terse_error(TERSE_ERR_ARG, "terse_comm_config: buf is NULL");
+    size_t need = config_format(&c->cfg, NULL, 0);
+    if (need + 1 > len)
+        return terse_error(TERSE_ERR_ARG, "terse_comm_config: buffer of %zu bytes is too small; %zu needed",
+                           len, need + 1);
+    config_format(&c->cfg, buf, len);
+    return TERSE_OK;
+}

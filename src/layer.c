@@ -1,0 +1,105 @@
+/* Layer registration: the layer's plan (codec, protocol, feedback) and all its buffers,
+ * allocated once here so that an allreduce never allocates. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* FNV-1a over the bytes that define how a layer is reduced; ranks compare it per call. */
+static uint64_t fnv(uint64_t h, const void *data, size_t n)
+{
+    const unsigned char *b = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+static uint64_t method_hash(uint64_t h, const method_spec_t *m)
+{
+    h = fnv(h, m->def->name, strlen(m->def->name));
+    for (size_t i = 0; i < m->def->n_params; i++) {
+        /* NAN has many encodings; hash "unset" as one word */
+        double v = m->p[i] == m->p[i] ? m->p[i] : -1.0e300;
+        h = fnv(h, &v, sizeof v);
+    }
+    return h;
+}
+
+static void *alloc_floats(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
+
+const double layer_no_params[TERSE_MAX_PARAMS];
+#define no_params layer_no_params
+
+const double *layer_params(const layer_t *l) { return l->dense ? no_params : l->cfg.compressor.p; }
+
+terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size_t rows, size_t cols,
+                               const char *config, int *id)
+{
+    terse_error_clear();
+    if (!c) return terse_error(TERSE_ERR_ARG, "terse_layer_add: communicator is NULL");
+    if (!id) return terse_error(TERSE_ERR_ARG, "terse_layer_add: id is NULL");
+    if (cols != 0 && rows > TERSE_MAX_LAYER_COUNT / cols)
+        return terse_error(TERSE_ERR_ARG,
+                           "terse_layer_add: %zu x %zu elements exceed the per-layer maximum of %zu "
+                           "(TERSE_MAX_LAYER_COUNT); split the tensor into several layers",
+                           rows, cols, TERSE_MAX_LAYER_COUNT);
+    if (c->n_layers >= (size_t)INT32_MAX)
+        return terse_error(TERSE_ERR_ARG, "terse_layer_add: too many layers");
+    size_t count = rows * cols;
+
+    layer_t l;
+    memset(&l, 0, sizeof l);
+    l.cfg = c->cfg;
+    if (config_parse(&l.cfg, config, 1) != TERSE_OK)
+        return terse_error(TERSE_ERR_ARG, "terse_layer_add: layer configuration: %s", terse_last_error());
+    TERSE_CHECK(config_check_supported(&l.cfg));
+    snprintf(l.name, sizeof l.name, "%s", name ? name : "");
+    l.rows = rows;
+    l.cols = cols;
+    l.count = count;
+
+    const codec_ops_t *codec = l.cfg.compressor.def->ops;
+    /* small layers are not worth compressing, and none needs no feedback: exact mean */
+    l.dense = count < l.cfg.min_size || codec == &codec_none_ops;
+    l.codec = l.dense ? &codec_none_ops : codec;
+    l.fb = l.dense ? &feedback_none_ops : l.cfg.feedback.def->ops;
+    if (!l.dense && codec->check) TERSE_CHECK(codec->check(l.cfg.compressor.p, count));
+    l.proto = protocol_for(l.codec);
+
+    uint64_t h = 1469598103934665603ull;
+    h = fnv(h, l.codec->name, strlen(l.codec->name));
+    h = fnv(h, l.fb->name, strlen(l.fb->name));
+    if (!l.dense) h = method_hash(method_hash(h, &l.cfg.compressor), &l.cfg.feedback);
+    h = fnv(h, &l.cfg.reduce, sizeof l.cfg.reduce);
+    l.fingerprint = h;
+
+    if (c->n_layers == c->cap_layers) {
+        size_t cap = c->cap_layers ? 2 * c->cap_layers : 16;
+        layer_t *nl = realloc(c->layers, cap * sizeof *nl);
+        if (!nl) return terse_error(TERSE_ERR_NOMEM, "terse_layer_add: out of memory for the layer table");
+        c->layers = nl;
+        c->cap_layers = cap;
+    }
+
+    const double *prm = layer_params(&l);
+    int n = c->tp.size;
+    size_t ws = l.proto->workspace_bytes(l.codec, prm, count, n);
+    l.state = alloc_floats(l.fb->state_per_elem * count);
+    l.p = alloc_floats(count);
+    l.delta = l.fb->needs_delta ? alloc_floats(count) : NULL;
+    l.agg = alloc_floats(count);
+    l.ws = malloc(ws ? ws : 1);
+    l.scratch = malloc(l.codec->scratch_bytes(prm, count) + 1);
+    if (l.fb->may_send_uncompressed) {
+        l.ws_dense = malloc(protocol_dense.workspace_bytes(&codec_none_ops, no_params, count, n));
+    }
+    if (!l.state || !l.p || (l.fb->needs_delta && !l.delta) || !l.agg || !l.ws || !l.scratch ||
+        (l.fb->may_send_uncompressed && !l.ws_dense)) {
+        layer_free(&l);
+        return terse_error(TERSE_ERR_NOMEM, "terse_layer_add: out of memory for a layer of %zu elements",
+                           count);
+    }
+    c->layers[c->n_layers] = l;
+    *id = (int)c->n_layers++;
+    return TERSE_OK;
+}
