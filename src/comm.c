@@ -52,8 +52,16 @@ terse_status_t terse_comm_create_mpi(MPI_Comm comm, const char *config, terse_co
     TERSE_CHECK(check_mpi_usable());
     if (comm == MPI_COMM_NULL)
         return terse_error(TERSE_ERR_ARG, "terse_comm_create_mpi: comm is MPI_COMM_NULL");
+    /* An invalid handle raises the error on MPI_COMM_WORLD's handler, fatal by default:
+     * ask for a return code while we look at the caller's handle. */
+    MPI_Errhandler old;
+    MPI_Comm_get_errhandler(MPI_COMM_WORLD, &old);
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     int inter = 0;
-    if (MPI_Comm_test_inter(comm, &inter) != MPI_SUCCESS)
+    int rc = MPI_Comm_test_inter(comm, &inter);
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, old);
+    MPI_Errhandler_free(&old);
+    if (rc != MPI_SUCCESS)
         return terse_error(TERSE_ERR_ARG, "terse_comm_create_mpi: comm is not a valid communicator");
     if (inter)
         return terse_error(TERSE_ERR_ARG,
@@ -70,6 +78,12 @@ terse_status_t terse_comm_create_mpi_f(int fortran_comm, const char *config, ter
     if (!out) return terse_error(TERSE_ERR_ARG, "terse_comm_create_mpi_f: out is NULL");
     TERSE_CHECK(check_mpi_usable());
     MPI_Comm comm = MPI_Comm_f2c((MPI_Fint)fortran_comm);
+#ifdef OPEN_MPI
+    /* Open MPI answers an index outside its table with a NULL pointer */
+    if ((void *)comm == NULL)
+        return terse_error(TERSE_ERR_ARG,
+                           "terse_comm_create_mpi_f: handle %d is not a communicator", fortran_comm);
+#endif
     if (comm == MPI_COMM_NULL)
         return terse_error(TERSE_ERR_ARG,
                            "terse_comm_create_mpi_f: handle %d is not a communicator", fortran_comm);

@@ -1,0 +1,174 @@
+/* Bad input and disagreeing ranks, under mpirun: every case returns a status and a message
+ * on every rank, never a crash or a hang, and leaves the state as it was. */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "mpitest.h"
+#include "terse.h"
+#include "terse_mpi.h"
+
+static int rank_, nranks_;
+
+static int has_message(void) { return terse_last_error()[0] != '\0'; }
+
+static void bad_arguments(void)
+{
+    terse_comm_t *c = NULL;
+    int id = 7;
+    float x[4] = {0};
+    EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, NULL, NULL) == TERSE_ERR_ARG && has_message(), "NULL out");
+    EXPECT(terse_comm_create_mpi(MPI_COMM_NULL, NULL, &c) == TERSE_ERR_ARG && c == NULL && has_message(), "MPI_COMM_NULL");
+    EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, "compressor=topk:density=2", &c) == TERSE_ERR_ARG && c == NULL,
+           "density=2: %s", terse_last_error());
+    EXPECT(strstr(terse_last_error(), "density=2") != NULL, "message quotes the bad text: %s", terse_last_error());
+    EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, "compresor=topk", &c) == TERSE_ERR_ARG &&
+               strstr(terse_last_error(), "compressor") != NULL,
+           "unknown key lists the accepted ones: %s", terse_last_error());
+    EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, "compressor=onebit", &c) == TERSE_ERR_UNSUPPORTED &&
+               strstr(terse_last_error(), "onebit") != NULL,
+           "a codec not built yet: %s", terse_last_error());
+    EXPECT(terse_comm_create_mpi_f(-12345, NULL, &c) != TERSE_OK && c == NULL, "bad Fortran handle");
+    EXPECT(terse_comm_destroy(NULL) == TERSE_OK, "destroy(NULL) is fine");
+
+    EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, "compressor=topk:k=2; feedback=ef; min_size=0", &c) == TERSE_OK,
+           "%s", terse_last_error());
+    EXPECT(terse_layer_add(NULL, "x", 4, 1, NULL, &id) == TERSE_ERR_ARG && id == 7, "NULL comm");
+    EXPECT(terse_layer_add(c, "x", 4, 1, NULL, NULL) == TERSE_ERR_ARG, "NULL id");
+    EXPECT(terse_layer_add(c, "x", SIZE_MAX, 2, NULL, &id) == TERSE_ERR_ARG && id == 7 && has_message(),
+           "overflowing size: %s", terse_last_error());
+    EXPECT(terse_layer_add(c, "x", (size_t)1 << 20, (size_t)1 << 20, NULL, &id) == TERSE_ERR_ARG && id == 7,
+           "absurd size: %s", terse_last_error());
+    EXPECT(terse_layer_add(c, "x", 4, 1, "threads=2", &id) == TERSE_ERR_ARG && id == 7,
+           "communicator-wide key in a layer config: %s", terse_last_error());
+    EXPECT(terse_layer_add(c, "x", 4, 1, "compressor=qsgd:bits=4", &id) == TERSE_ERR_UNSUPPORTED && id == 7,
+           "%s", terse_last_error());
+    EXPECT(terse_layer_add(c, "x", 4, 1, "compressor=topk:density=0.5,k=2", &id) == TERSE_ERR_ARG && id == 7,
+           "density and k together: %s", terse_last_error());
+    EXPECT(terse_layer_add(c, "x", 4, 1, NULL, &id) == TERSE_OK && id == 0, "%s", terse_last_error());
+    EXPECT(terse_allreduce(NULL, 0, x) == TERSE_ERR_ARG && has_message(), "NULL comm");
+    EXPECT(terse_allreduce(c, 1, x) == TERSE_ERR_ARG && strstr(terse_last_error(), "unknown layer") != NULL,
+           "unknown layer: %s", terse_last_error());
+    EXPECT(terse_allreduce(c, -1, x) == TERSE_ERR_ARG, "negative layer id");
+    EXPECT(terse_allreduce(c, 0, NULL) == TERSE_ERR_ARG && has_message(), "NULL buf");
+    EXPECT(terse_allreduce_many(c, -1, NULL, NULL) == TERSE_ERR_ARG, "negative count");
+    EXPECT(terse_allreduce_many(c, 1, NULL, NULL) == TERSE_ERR_ARG, "NULL arrays");
+    EXPECT(terse_allreduce_many(c, 0, NULL, NULL) == TERSE_OK, "zero layers is fine");
+    terse_stats_t st;
+    EXPECT(terse_layer_stats(c, 0, NULL) == TERSE_ERR_ARG, "NULL stats");
+    EXPECT(terse_layer_stats(c, 5, &st) == TERSE_ERR_ARG, "stats of an unknown layer");
+    EXPECT(terse_step_end(NULL) == TERSE_ERR_ARG, "step_end(NULL)");
+    char small[8];
+    EXPECT(terse_comm_config(c, small, sizeof small) == TERSE_ERR_ARG, "config into a small buffer");
+    int r = -1, n = -1;
+    EXPECT(terse_comm_rank(c, &r, &n) == TERSE_OK && r == rank_ && n == nranks_, "rank/size");
+    /* the communicator still works after all that */
+    float y[4] = {1, 2, 3, 4};
+    EXPECT(terse_allreduce(c, 0, y) == TERSE_OK, "%s", terse_last_error());
+    terse_comm_destroy(c);
+}
+
+/* Ranks that call different layers or sizes all get TERSE_ERR_MISMATCH, and a following
+ * agreeing call works as if the bad one never happened. */
+static void mismatch(void)
+{
+    terse_comm_t *c = NULL;
+    EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, "compressor=topk:k=2; feedback=ef; min_size=0", &c) == TERSE_OK,
+           "%s", terse_last_error());
+    int a, b, odd;
+    terse_layer_add(c, "a", 8, 1, NULL, &a);
+    terse_layer_add(c, "b", 8, 1, NULL, &b);
+    /* the last rank registers a layer of a different size, or a different codec */
+    terse_layer_add(c, "odd", rank_ == nranks_ - 1 ? 9 : 8, 1, NULL, &odd);
+    int codec_layer;
+    terse_layer_add(c, "codec", 8, 1, rank_ == nranks_ - 1 ? "compressor=topk:k=3" : NULL, &codec_layer);
+    float g[9], ref[9];
+    for (int i = 0; i < 9; i++) g[i] = (float)(i + 1) * (rank_ + 1);
+    if (nranks_ > 1) {
+        memcpy(ref, g, sizeof g);
+        terse_status_t s = terse_allreduce(c, rank_ == 0 ? a : b, g);
+        EXPECT(s == TERSE_ERR_MISMATCH && strstr(terse_last_error(), "layer") != NULL,
+               "different layers: %d %s", s, terse_last_error());
+        EXPECT(memcmp(ref, g, sizeof g) == 0, "buf unchanged after a mismatch");
+        s = terse_allreduce(c, odd, g);
+        EXPECT(s == TERSE_ERR_MISMATCH, "different sizes: %d %s", s, terse_last_error());
+        s = terse_allreduce(c, codec_layer, g);
+        EXPECT(s == TERSE_ERR_MISMATCH, "different codecs: %d %s", s, terse_last_error());
+    }
+    /* state untouched: a's first real call gives the same as a fresh communicator's */
+    terse_comm_t *fresh = NULL;
+    terse_comm_create_mpi(MPI_COMM_WORLD, "compressor=topk:k=2; feedback=ef; min_size=0", &fresh);
+    int fa;
+    terse_layer_add(fresh, "a", 8, 1, NULL, &fa);
+    for (int call = 0; call < 3; call++) {
+        float x[8], y[8];
+        for (int i = 0; i < 8; i++) x[i] = y[i] = (float)((i * 7 + call) % 5) - 2.0f + 0.1f * (float)rank_;
+        EXPECT(terse_allreduce(c, a, x) == TERSE_OK, "%s", terse_last_error());
+        EXPECT(terse_allreduce(fresh, fa, y) == TERSE_OK, "%s", terse_last_error());
+        EXPECT(memcmp(x, y, sizeof x) == 0, "call %d after a mismatch equals a fresh run", call);
+    }
+    terse_stats_t st;
+    terse_layer_stats(c, a, &st);
+    EXPECT(st.calls == 3, "failed calls are not counted: %llu", (unsigned long long)st.calls);
+    terse_comm_destroy(fresh);
+    terse_comm_destroy(c);
+}
+
+/* A NaN on one rank: nonfinite=error fails on every rank, skip zeroes the result on every
+ * rank; either way the feedback state is as before, so the next call equals a run without
+ * the bad step. */
+static void nonfinite(const char *mode)
+{
+    char cfg[128];
+    snprintf(cfg, sizeof cfg, "compressor=topk:k=1; feedback=ef; min_size=0; nonfinite=%s", mode);
+    terse_comm_t *c = NULL, *clean = NULL;
+    EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, cfg, &c) == TERSE_OK, "%s", terse_last_error());
+    EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, cfg, &clean) == TERSE_OK, "%s", terse_last_error());
+    int l, lc;
+    terse_layer_add(c, "l", 6, 1, NULL, &l);
+    terse_layer_add(clean, "l", 6, 1, NULL, &lc);
+    float x[6], y[6];
+    for (int i = 0; i < 6; i++) x[i] = y[i] = (float)(i - 2) * 0.5f + (float)rank_;
+    EXPECT(terse_allreduce(c, l, x) == TERSE_OK && terse_allreduce(clean, lc, y) == TERSE_OK, "%s", terse_last_error());
+    float bad[6] = {1, 2, 3, 4, 5, 6};
+    if (rank_ == nranks_ - 1) bad[3] = NAN;
+    if (rank_ == 0 && nranks_ > 2) bad[1] = INFINITY;
+    terse_status_t s = terse_allreduce(c, l, bad);
+    if (strcmp(mode, "error") == 0) {
+        EXPECT(s == TERSE_ERR_NONFINITE && has_message(), "NaN with nonfinite=error: %d %s", s, terse_last_error());
+    } else {
+        int zero = 1;
+        for (int i = 0; i < 6; i++) zero &= bad[i] == 0.0f;
+        EXPECT(s == TERSE_OK && zero, "NaN with nonfinite=skip: %d, zeroed %d", s, zero);
+        terse_stats_t st;
+        terse_layer_stats(c, l, &st);
+        EXPECT(st.skipped == 1, "skipped counted");
+    }
+    for (int i = 0; i < 6; i++) x[i] = y[i] = (float)(5 - i) * 0.25f - (float)rank_;
+    EXPECT(terse_allreduce(c, l, x) == TERSE_OK && terse_allreduce(clean, lc, y) == TERSE_OK, "%s", terse_last_error());
+    EXPECT(memcmp(x, y, sizeof x) == 0, "nonfinite=%s: the state is as if the bad call never happened", mode);
+    terse_comm_destroy(c);
+    terse_comm_destroy(clean);
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &nranks_);
+    bad_arguments();
+    mismatch();
+    nonfinite("error");
+    nonfinite("skip");
+    int rc = mpitest_finish("test_errors");
+    MPI_Finalize();
+    /* after MPI_Finalize, creating a communicator is an error, not a crash */
+    terse_comm_t *c = NULL;
+    terse_status_t s = terse_comm_create_world(NULL, &c);
+    if (s != TERSE_ERR_STATE || c != NULL) {
+        fprintf(stderr, "rank %d: create after MPI_Finalize gave %d\n", rank_, s);
+        rc = 1;
+    }
+    return rc;
+}
