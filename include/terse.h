@@ -154,6 +154,27 @@ typedef struct {
 /* Copies the statistics of one layer into *out. */
 TERSE_API terse_status_t terse_layer_stats(terse_comm_t *c, int layer, terse_stats_t *out);
 
+/* ---- State --------------------------------------------------------------------------- */
+
+/* Saves every layer's state (error-feedback buffers, call counters, the step counter) so that
+ * a run resumed with terse_state_load continues bit for bit. Each rank writes its own file,
+ * "<path>.rank<R>" (R = the rank), atomically: a temporary file, then a rename once every
+ * rank has written its own, so no rank is left with a half-written or a newer-than-the-others
+ * checkpoint. The file is versioned, checksummed and self-describing (rank, rank count,
+ * layers with their sizes and codecs). Collective.
+ * Errors: TERSE_ERR_ARG (NULL, path too long), TERSE_ERR_IO (any rank failed to write: all
+ * ranks return it, and the previous files are left in place). */
+TERSE_API terse_status_t terse_state_save(terse_comm_t *c, const char *path);
+
+/* Loads what terse_state_save wrote into a communicator with the same rank count and the
+ * same layers (sizes, codecs, feedback) registered in the same order. Collective: the state
+ * changes only if every rank's file is valid; otherwise every rank returns the error and
+ * the communicator is unchanged.
+ * Errors: TERSE_ERR_ARG (NULL), TERSE_ERR_IO (missing, truncated or corrupted file, a file
+ * from a newer version of terse), TERSE_ERR_MISMATCH (another rank, rank count, layer list
+ * or configuration). */
+TERSE_API terse_status_t terse_state_load(terse_comm_t *c, const char *path);
+
 /* ---- Offline L-GreCo planning ----------------------------------------------------------- */
 
 /* Chooses one candidate per layer: minimises sum_l sizes[l][choice[l]] among the choice

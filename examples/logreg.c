@@ -1,0 +1,524 @@
+/* logreg: distributed logistic regression whose gradient allreduce goes through terse.
+ *
+ *     mpirun -np 4 logreg --data mushrooms.txt --compressor topk:density=0.1 --feedback ef
+ *
+ * The rows of a LibSVM file are split over the ranks sequentially (libsvm_split: equal chunks,
+ * the remainder to the last rank). Every step each rank computes its full local gradient, terse
+ * averages the ranks' gradients (compressed, with error feedback if asked), and every rank
+ * takes the same gradient step x -= lr * g. The model is one layer of d x 1 floats.
+ *
+ * The problem, over all N rows (a_j, b_j) with b_j = +-1:
+ *
+ *     f(x) = 1/N sum_j log(1 + exp(-b_j a_j.x)) + R(x),
+ *     R(x) = lambda/2 |x|^2                       (--reg l2, the default)
+ *     R(x) = lambda sum_k x_k^2 / (1 + x_k^2)      (--reg nonconvex, as in the EF21 papers)
+ *
+ * Rank i's share of f is weighted so that the *mean* over ranks that terse computes is the
+ * exact gradient of f even though the last rank holds more rows: rank i sends
+ *     g_i = n/N sum_{j in rank i} grad log(1 + exp(-b_j a_j.x)) + grad R(x).
+ *
+ * What is printed shows true progress, not the compressed estimate: at each report step the
+ * loss, the norm of the exact gradient of f and the training accuracy are computed in double
+ * with a plain MPI_Allreduce, separately from the terse allreduce used for the update.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "libsvm.h"
+#include "terse.h"
+#include "terse_mpi.h"
+
+typedef enum { REG_L2, REG_NONCONVEX } reg_t;
+
+typedef struct {
+    const char *data;       /* LibSVM file (required)                       */
+    const char *compressor; /* codec spec, "none" by default                */
+    const char *feedback;   /* feedback spec, "none" by default             */
+    double lr;              /* step size; 0 means 1/L                        */
+    double lambda;          /* regularisation weight                        */
+    reg_t reg;
+    long iters;
+    long report;            /* print every `report` steps                    */
+    size_t features;        /* 0: the largest index in the file              */
+} opts_t;
+
+static void usage(FILE *f)
+{
+    fputs("usage: mpirun -np N logreg --data FILE [options]\n"
+          "\n"
+          "Distributed logistic regression on a LibSVM file: the rows are split over the ranks,\n"
+          "and every step the ranks' gradients are averaged by terse_allreduce (compressed as\n"
+          "asked), then x -= lr * g. Rank 0 prints the exact loss, gradient norm and training\n"
+          "accuracy every --report steps, computed apart from the compressed update.\n"
+          "\n"
+          "  --data FILE         LibSVM file, e.g. /work/shared/data/libsvm/mushrooms.txt\n"
+          "                      (required); labels: the larger value is +1, the other -1\n"
+          "  --compressor SPEC   terse codec, e.g. topk:density=0.1, fp16 (default none)\n"
+          "  --feedback SPEC     terse error feedback, e.g. ef (default none)\n"
+          "  --reg l2|nonconvex  l2: lambda/2 |x|^2 (default); nonconvex: lambda sum x^2/(1+x^2)\n"
+          "  --lambda L          regularisation weight (default 1e-3)\n"
+          "  --lr LR             step size (default 1/L, with L the smoothness constant\n"
+          "                      lambda_max(A^T A)/(4N) + lambda for l2, + 2 lambda for\n"
+          "                      nonconvex; lambda_max by power iteration on the data)\n"
+          "  --iters T           gradient steps (default 200)\n"
+          "  --report K          print every K steps, and after the last (default 20)\n"
+          "  --features D        number of features (default: the largest index in the file)\n"
+          "  --help              this text\n"
+          "\n"
+          "The communicator's configuration is \"compressor=SPEC; feedback=SPEC; min_size=0\":\n"
+          "min_size=0 makes terse compress the model however small it is (by default layers\n"
+          "under 1024 elements go dense, and mushrooms has 112 features). The TERSE_CONFIG,\n"
+          "TERSE_COMPRESSOR and TERSE_FEEDBACK environment variables override it, as in any\n"
+          "terse program; the header shows the configuration in effect.\n"
+          "\n"
+          "Output (rank 0): '#' header lines, then one line per report step\n"
+          "  iter <t> loss <f(x_t)> gradnorm <|grad f(x_t)|> accuracy <fraction correct>\n"
+          "and a '# summary' line with the bytes terse sent per step against a dense allreduce.\n"
+          "\n"
+          "Exit status: 0 on success, 1 on an error (data or terse), 2 on bad usage.\n",
+          f);
+}
+
+/* The rank before MPI is initialised, from the launcher's environment, so that usage errors
+ * print once under mpirun without starting MPI. 0 when run alone. */
+static int launcher_rank(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v) return atoi(v);
+    }
+    return 0;
+}
+
+static int parse_double(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_long(const char *s, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end != '\0' || errno == ERANGE) return -1;
+    *out = v;
+    return 0;
+}
+
+/* 0: run; 1: --help was asked; -1: bad usage, with a message in msg. Accepts "--flag VALUE"
+ * and "--flag=VALUE". */
+static int parse_args(int argc, char **argv, opts_t *o, char *msg, size_t len)
+{
+    *o = (opts_t){.compressor = "none", .feedback = "none", .lambda = 1e-3, .reg = REG_L2,
+                  .iters = 200, .report = 20};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 1;
+        if (strncmp(a, "--", 2) != 0) {
+            snprintf(msg, len, "unexpected argument '%s'", a);
+            return -1;
+        }
+        char flag[32];
+        const char *eq = strchr(a, '='), *v;
+        size_t n = eq ? (size_t)(eq - a) : strlen(a);
+        snprintf(flag, sizeof flag, "%.*s", (int)(n < sizeof flag - 1 ? n : sizeof flag - 1), a);
+        if (eq) {
+            v = eq + 1;
+        } else if (i + 1 < argc) {
+            v = argv[++i];
+        } else {
+            snprintf(msg, len, "%s needs a value", flag);
+            return -1;
+        }
+        double dv;
+        long lv;
+        if (!strcmp(flag, "--data")) {
+            o->data = v;
+        } else if (!strcmp(flag, "--compressor") || !strcmp(flag, "--feedback")) {
+            /* one item of the configuration string: a ';' would smuggle in other keys */
+            if (*v == '\0' || strchr(v, ';')) {
+                snprintf(msg, len, "%s '%s': give one spec such as topk:density=0.1 or ef, "
+                         "without ';' (TERSE_CONFIG sets other keys)", flag, v);
+                return -1;
+            }
+            if (!strcmp(flag, "--compressor")) o->compressor = v;
+            else o->feedback = v;
+        } else if (!strcmp(flag, "--reg")) {
+            if (!strcmp(v, "l2")) o->reg = REG_L2;
+            else if (!strcmp(v, "nonconvex")) o->reg = REG_NONCONVEX;
+            else {
+                snprintf(msg, len, "--reg '%s': accepted are l2 and nonconvex", v);
+                return -1;
+            }
+        } else if (!strcmp(flag, "--lambda")) {
+            if (parse_double(v, &dv) || dv < 0) {
+                snprintf(msg, len, "--lambda '%s': need a finite number >= 0", v);
+                return -1;
+            }
+            o->lambda = dv;
+        } else if (!strcmp(flag, "--lr")) {
+            if (parse_double(v, &dv) || dv <= 0) {
+                snprintf(msg, len, "--lr '%s': need a finite number > 0", v);
+                return -1;
+            }
+            o->lr = dv;
+        } else if (!strcmp(flag, "--iters")) {
+            if (parse_long(v, &lv) || lv < 0) {
+                snprintf(msg, len, "--iters '%s': need an integer >= 0", v);
+                return -1;
+            }
+            o->iters = lv;
+        } else if (!strcmp(flag, "--report")) {
+            if (parse_long(v, &lv) || lv < 1) {
+                snprintf(msg, len, "--report '%s': need an integer >= 1", v);
+                return -1;
+            }
+            o->report = lv;
+        } else if (!strcmp(flag, "--features")) {
+            if (parse_long(v, &lv) || lv < 0 || (unsigned long)lv > TERSE_MAX_LAYER_COUNT) {
+                snprintf(msg, len, "--features '%s': need an integer from 0 (the largest index "
+                         "in the file) to %zu", v, TERSE_MAX_LAYER_COUNT);
+                return -1;
+            }
+            o->features = (size_t)lv;
+        } else {
+            snprintf(msg, len, "unknown option '%s' (--help lists them)", flag);
+            return -1;
+        }
+    }
+    if (!o->data) {
+        snprintf(msg, len, "--data FILE is required, e.g. --data "
+                 "/work/shared/data/libsvm/mushrooms.txt");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- The model ------------------------------------------------------------------------- */
+
+static double reg_value(reg_t reg, double lambda, const double *x, size_t d)
+{
+    double r = 0;
+    for (size_t k = 0; k < d; k++)
+        r += reg == REG_L2 ? 0.5 * x[k] * x[k] : x[k] * x[k] / (1 + x[k] * x[k]);
+    return lambda * r;
+}
+
+static double reg_grad(reg_t reg, double lambda, double xk)
+{
+    if (reg == REG_L2) return lambda * xk;
+    double q = 1 + xk * xk;
+    return lambda * 2 * xk / (q * q);
+}
+
+/* The smoothness constant of R: its largest second derivative (1 for |x|^2/2; 2, at x = 0,
+ * for x^2/(1+x^2)), times lambda. */
+static double reg_smoothness(reg_t reg, double lambda)
+{
+    return reg == REG_L2 ? lambda : 2 * lambda;
+}
+
+/* One pass over this rank's rows at x: the sum of the logistic losses, the number of rows
+ * classified right (a.x > 0 predicts +1) and the sum of the losses' gradients (d wide). */
+static void local_pass(const libsvm_data_t *D, const double *x, double *loss, double *correct,
+                       double *gsum)
+{
+    const size_t d = D->cols;
+    double l = 0, c = 0;
+    memset(gsum, 0, d * sizeof *gsum);
+    for (size_t i = 0; i < D->rows; i++) {
+        const double *a = D->x + i * d, b = D->y[i];
+        double z = 0;
+        for (size_t k = 0; k < d; k++) z += a[k] * x[k];
+        double m = b * z;
+        /* log(1 + e^-m) and sigma(-m) = 1/(1 + e^m), without overflow for either sign of m */
+        double e = exp(-fabs(m));
+        l += (m > 0 ? 0 : -m) + log1p(e);
+        double s = m > 0 ? e / (1 + e) : 1 / (1 + e);
+        c += (z > 0 ? 1.0 : -1.0) == b;
+        double w = -b * s;
+        for (size_t k = 0; k < d; k++) gsum[k] += w * a[k];
+    }
+    *loss = l;
+    *correct = c;
+}
+
+/* lambda_max(A^T A) over all ranks' rows, by power iteration from the all-ones direction
+ * (Rayleigh quotient, stopped when it changes by less than 1e-9 relative, or after 1000
+ * rounds). It approaches from below; 1/L stays a safe step since gradient descent is stable
+ * up to 2/L. Collective over comm. */
+static int power_iteration(const libsvm_data_t *D, MPI_Comm comm, double *lmax, int *rounds)
+{
+    const size_t d = D->cols;
+    double *v = malloc((d + 1) * sizeof *v), *w = malloc((d + 1) * sizeof *w);
+    if (!v || !w) {
+        free(v);
+        free(w);
+        return -1;
+    }
+    for (size_t k = 0; k < d; k++) v[k] = 1 / sqrt((double)d);
+    double rq = 0;
+    int r = 0;
+    while (r < 1000) {
+        r++;
+        memset(w, 0, d * sizeof *w);
+        for (size_t i = 0; i < D->rows; i++) {
+            const double *a = D->x + i * d;
+            double z = 0;
+            for (size_t k = 0; k < d; k++) z += a[k] * v[k];
+            for (size_t k = 0; k < d; k++) w[k] += z * a[k];
+        }
+        if (MPI_Allreduce(MPI_IN_PLACE, w, (int)d, MPI_DOUBLE, MPI_SUM, comm) != MPI_SUCCESS) {
+            free(v);
+            free(w);
+            return -1;
+        }
+        double next = 0, norm = 0;
+        for (size_t k = 0; k < d; k++) {
+            next += v[k] * w[k];
+            norm += w[k] * w[k];
+        }
+        norm = sqrt(norm);
+        if (norm == 0) { /* A v = 0: all-zero data */
+            rq = 0;
+            break;
+        }
+        for (size_t k = 0; k < d; k++) v[k] = w[k] / norm;
+        int done = fabs(next - rq) <= 1e-9 * next;
+        rq = next;
+        if (done) break;
+    }
+    free(v);
+    free(w);
+    *lmax = rq;
+    *rounds = r;
+    return 0;
+}
+
+/* ---- Errors ------------------------------------------------------------------------------ */
+
+/* For steps every rank takes during set-up (reading, creating, registering): the ranks agree
+ * on whether all succeeded, so that they stop together rather than leave a peer waiting in a
+ * collective. Rank 0 prints its own error; another rank prints only when rank 0 succeeded, so
+ * an error every rank meets (a missing file, a bad codec) prints once. */
+static int all_ok(int ok, int rank, const char *msg)
+{
+    int flags[2] = {!ok, rank == 0 && !ok};
+    MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    if (!ok && (rank == 0 || !flags[1])) fprintf(stderr, "logreg: rank %d: %s\n", rank, msg);
+    return flags[0] == 0;
+}
+
+/* The text for a failed terse call, taken before any other terse call can replace it. */
+static void terse_message(char *buf, size_t len, const char *what, terse_status_t s)
+{
+    snprintf(buf, len, "%s: %s: %s", what, terse_status_string(s), terse_last_error());
+}
+
+/* A terse call in the training loop failed. terse guarantees that a mismatch or a non-finite
+ * gradient is reported on every rank: then rank 0 prints and all leave cleanly. Anything else
+ * may have left the peers inside a collective, so this rank prints and aborts the job. */
+static int loop_failed(int rank, int size, const char *what, terse_status_t s)
+{
+    char msg[1024];
+    terse_message(msg, sizeof msg, what, s);
+    if (s == TERSE_ERR_MISMATCH || s == TERSE_ERR_NONFINITE) {
+        if (rank == 0) fprintf(stderr, "logreg: %s\n", msg);
+        return 1;
+    }
+    fprintf(stderr, "logreg: rank %d: %s\n", rank, msg);
+    if (size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
+    return 1;
+}
+
+/* ---- Main ------------------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    opts_t o;
+    char msg[1024];
+    int pr = parse_args(argc, argv, &o, msg, sizeof msg);
+    if (pr != 0) {
+        if (launcher_rank() == 0) {
+            if (pr > 0) {
+                usage(stdout);
+            } else {
+                fprintf(stderr, "logreg: %s\n\n", msg);
+                usage(stderr);
+            }
+        }
+        return pr > 0 ? 0 : 2;
+    }
+
+    MPI_Init(&argc, &argv);
+    int rank, size, rc = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+
+    terse_comm_t *tc = NULL;
+    double *x = NULL, *gsum = NULL, *exact = NULL;
+    float *g = NULL;
+    libsvm_data_t D = {0};
+    terse_status_t s;
+
+    /* Data: this rank's rows only; every rank parses the whole file, so all agree on N, d
+     * and the label mapping, and meet the same errors. */
+    int ok = libsvm_read_part(o.data, o.features, size, rank, &D, msg) == 0;
+    if (!all_ok(ok, rank, msg)) goto out;
+    const size_t N = D.total_rows, d = D.cols;
+    ok = d <= (size_t)INT_MAX - 2;
+    if (ok) {
+        x = calloc(d + 1, sizeof *x);
+        gsum = malloc((d + 1) * sizeof *gsum);
+        exact = malloc((d + 2) * sizeof *exact);
+        g = malloc((d + 1) * sizeof *g);
+        ok = x && gsum && exact && g;
+    }
+    snprintf(msg, sizeof msg, "cannot allocate the model of %zu features", d);
+    if (!all_ok(ok, rank, msg)) goto out;
+
+    /* The communicator. min_size=0: the model is compressed however small it is. */
+    char config[512], in_effect[1024];
+    snprintf(config, sizeof config, "compressor=%s; feedback=%s; min_size=0", o.compressor,
+             o.feedback);
+    s = terse_comm_create_mpi(MPI_COMM_WORLD, config, &tc);
+    if (s != TERSE_OK) terse_message(msg, sizeof msg, "terse_comm_create_mpi", s);
+    if (!all_ok(s == TERSE_OK, rank, msg)) goto out;
+    int layer = -1;
+    s = terse_layer_add(tc, "logreg.x", d, 1, NULL, &layer);
+    if (s != TERSE_OK) terse_message(msg, sizeof msg, "terse_layer_add", s);
+    if (!all_ok(s == TERSE_OK, rank, msg)) goto out;
+    s = terse_comm_config(tc, in_effect, sizeof in_effect);
+    if (s != TERSE_OK) terse_message(msg, sizeof msg, "terse_comm_config", s);
+    if (!all_ok(s == TERSE_OK, rank, msg)) goto out;
+
+    /* The step size: 1/L unless given. */
+    double lmax = 0, L = 0, lr = o.lr;
+    int rounds = 0;
+    if (lr == 0) {
+        ok = power_iteration(&D, MPI_COMM_WORLD, &lmax, &rounds) == 0;
+        snprintf(msg, sizeof msg, "power iteration for the step size failed (allocation or MPI)");
+        if (!all_ok(ok, rank, msg)) goto out;
+        L = lmax / (4.0 * (double)N) + reg_smoothness(o.reg, o.lambda);
+        lr = L > 0 ? 1 / L : 1;
+    }
+
+    if (rank == 0) {
+        size_t f0, n0, fl, nl; /* first rank's and last rank's share */
+        libsvm_split(N, size, 0, &f0, &n0);
+        libsvm_split(N, size, size - 1, &fl, &nl);
+        printf("# logreg: data %s: %zu rows x %zu features, ", o.data, N, d);
+        if (D.label_pos != D.label_neg)
+            printf("label %g -> +1, %g -> -1\n", D.label_pos, D.label_neg);
+        else /* a one-class file: libsvm.h maps the value by its sign */
+            printf("one label value %g -> %s1\n", D.label_pos, D.label_pos > 0 ? "+" : "-");
+        if (size == 1)
+            printf("# ranks 1: all %zu rows\n", N);
+        else
+            printf("# ranks %d: %zu rows on %s %s%d, %zu on rank %d (sequential split, "
+                   "remainder to the last)\n", size, n0, size > 2 ? "each of ranks" : "rank",
+                   size > 2 ? "0.." : "", size - 2, nl, size - 1);
+        printf("# model: logistic loss + %s, lambda %g; iters %ld; lr %.6g", o.reg == REG_L2 ?
+               "l2 lambda/2 |x|^2" : "nonconvex lambda sum x^2/(1+x^2)", o.lambda, o.iters, lr);
+        if (o.lr == 0)
+            printf(" = 1/L, L = lambda_max(A^T A)/(4N) + %g = %.6g (power iteration, %d rounds)\n",
+                   reg_smoothness(o.reg, o.lambda), L, rounds);
+        else
+            printf(" (given)\n");
+        printf("# terse %u, config: %s\n", terse_version(), in_effect);
+        fflush(stdout);
+    }
+
+    /* Training. Step t computes the gradient at x_t once: for the printout (exact, MPI in
+     * double) when t is a report step, and for the update (compressed, terse in float). */
+    const double weight = (double)size / (double)N;
+    double t0 = MPI_Wtime(), final_loss = NAN;
+    for (long t = 0;; t++) {
+        double loss, correct;
+        local_pass(&D, x, &loss, &correct, gsum);
+        if (t % o.report == 0 || t == o.iters) {
+            exact[0] = loss;
+            exact[1] = correct;
+            memcpy(exact + 2, gsum, d * sizeof *gsum);
+            if (MPI_Allreduce(MPI_IN_PLACE, exact, (int)d + 2, MPI_DOUBLE, MPI_SUM,
+                              MPI_COMM_WORLD) != MPI_SUCCESS) {
+                fprintf(stderr, "logreg: rank %d: MPI_Allreduce of the exact gradient failed\n",
+                        rank);
+                MPI_Abort(MPI_COMM_WORLD, 1);
+            }
+            double f = exact[0] / (double)N + reg_value(o.reg, o.lambda, x, d), gn = 0;
+            for (size_t k = 0; k < d; k++) {
+                double gk = exact[2 + k] / (double)N + reg_grad(o.reg, o.lambda, x[k]);
+                gn += gk * gk;
+            }
+            final_loss = f;
+            if (rank == 0) {
+                printf("iter %ld loss %.8f gradnorm %.6e accuracy %.4f\n", t, f, sqrt(gn),
+                       exact[1] / (double)N);
+                fflush(stdout);
+            }
+        }
+        if (t == o.iters) break;
+
+        for (size_t k = 0; k < d; k++)
+            g[k] = (float)(weight * gsum[k] + reg_grad(o.reg, o.lambda, x[k]));
+        s = terse_allreduce(tc, layer, g);
+        if (s != TERSE_OK) {
+            loop_failed(rank, size, "terse_allreduce", s);
+            goto out;
+        }
+        s = terse_step_end(tc);
+        if (s != TERSE_OK) {
+            loop_failed(rank, size, "terse_step_end", s);
+            goto out;
+        }
+        for (size_t k = 0; k < d; k++) x[k] -= lr * (double)g[k];
+    }
+    double seconds = MPI_Wtime() - t0;
+
+    /* What went over the wire: terse's own count (headers included) against a dense fp32
+     * ring allreduce of the same model, 2 (n-1)/n x 4d bytes per rank and step. */
+    terse_stats_t st;
+    s = terse_layer_stats(tc, layer, &st);
+    if (s != TERSE_OK) {
+        loop_failed(rank, size, "terse_layer_stats", s);
+        goto out;
+    }
+    if (rank == 0) {
+        double per_step = st.calls ? (double)st.total_sent_bytes / (double)st.calls : 0;
+        double dense = 2.0 * (size - 1) / size * 4.0 * (double)d;
+        printf("# summary: final loss %.8f after %ld steps in %.3f s; codec %s, feedback %s; "
+               "sent per step %.0f B vs %.0f B for a dense fp32 allreduce", final_loss, o.iters,
+               seconds, st.codec, st.feedback, per_step, dense);
+        if (per_step > 0) printf(" (dense/sent %.2f)", dense / per_step);
+        printf("; message %zu B vs %zu B fp32\n", st.wire_bytes, 4 * d);
+        fflush(stdout);
+    }
+    rc = 0;
+
+out:
+    s = terse_comm_destroy(tc);
+    if (s != TERSE_OK) {
+        fprintf(stderr, "logreg: rank %d: terse_comm_destroy: %s: %s\n", rank,
+                terse_status_string(s), terse_last_error());
+        rc = 1;
+    }
+    libsvm_free(&D);
+    free(x);
+    free(gsum);
+    free(exact);
+    free(g);
+    MPI_Finalize();
+    return rc;
+}

@@ -1,0 +1,243 @@
+/* Saving and loading a communicator's state.
+ *
+ * File "<path>.rank<R>", little-endian as the host writes it:
+ *   char magic[8] = "TERSEST\0" | uint32 version | uint32 rank | uint32 nranks |
+ *   uint32 n_layers | uint64 step |
+ *   per layer: uint64 count | uint64 fingerprint | uint64 calls | uint64 skipped |
+ *              uint64 n_state | char codec[128] | char feedback[64] | float state[n_state]
+ *   uint64 checksum (FNV-1a of every byte before it)
+ * Both operations are collective and all-or-nothing across ranks: an MPI_Allreduce of a
+ * success flag decides whether the temporary files are renamed (save) or the parsed state
+ * is applied (load). */
+#include <errno.h>
+#include <limits.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "transport_mpi.h"
+
+#define STATE_VERSION 1u
+static const char state_magic[8] = "TERSEST";
+
+typedef struct {
+    unsigned char *data;
+    size_t len, cap;
+    int failed;
+} sbuf_t;
+
+static void put(sbuf_t *b, const void *p, size_t n)
+{
+    if (b->failed) return;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n) cap *= 2;
+        unsigned char *d = realloc(b->data, cap);
+        if (!d) { b->failed = 1; return; }
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+static void put_u32(sbuf_t *b, uint32_t v) { put(b, &v, sizeof v); }
+static void put_u64(sbuf_t *b, uint64_t v) { put(b, &v, sizeof v); }
+
+static uint64_t checksum(const unsigned char *d, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ d[i]) * 1099511628211ull;
+    return h;
+}
+
+static size_t state_floats(const layer_t *l) { return l->fb->state_per_elem * l->count; }
+
+static void layer_labels(const layer_t *l, char codec[128], char feedback[64])
+{
+    memset(codec, 0, 128);
+    memset(feedback, 0, 64);
+    if (l->dense) snprintf(codec, 128, "none");
+    else config_format_method(&l->cfg.compressor, codec, 128);
+    snprintf(feedback, 64, "%s", l->fb->name);
+}
+
+/* 1 on every rank if ok is 1 on every rank. */
+static int all_ok(terse_comm_t *c, int ok)
+{
+    int all = ok;
+    if (MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, transport_mpi_comm(&c->tp)) != MPI_SUCCESS) return 0;
+    return all;
+}
+
+static terse_status_t rank_path(const terse_comm_t *c, const char *path, const char *suffix,
+                                char *out, size_t len)
+{
+    if ((size_t)snprintf(out, len, "%s.rank%d%s", path, c->tp.rank, suffix) >= len)
+        return terse_error(TERSE_ERR_ARG, "state file path '%s' is too long", path);
+    return TERSE_OK;
+}
+
+terse_status_t terse_state_save(terse_comm_t *c, const char *path)
+{
+    terse_error_clear();
+    if (!c) return terse_error(TERSE_ERR_ARG, "terse_state_save: communicator is NULL");
+    if (!path || !path[0]) return terse_error(TERSE_ERR_ARG, "terse_state_save: path is NULL or empty");
+    char final[PATH_MAX], tmp[PATH_MAX];
+    TERSE_CHECK(rank_path(c, path, "", final, sizeof final));
+    TERSE_CHECK(rank_path(c, path, ".tmp", tmp, sizeof tmp));
+
+    sbuf_t b = {0};
+    put(&b, state_magic, sizeof state_magic);
+    put_u32(&b, STATE_VERSION);
+    put_u32(&b, (uint32_t)c->tp.rank);
+    put_u32(&b, (uint32_t)c->tp.size);
+    put_u32(&b, (uint32_t)c->n_layers);
+    put_u64(&b, c->step);
+    for (size_t i = 0; i < c->n_layers; i++) {
+        const layer_t *l = &c->layers[i];
+        char codec[128], feedback[64];
+        layer_labels(l, codec, feedback);
+        put_u64(&b, l->count);
+        put_u64(&b, l->fingerprint);
+        put_u64(&b, l->calls);
+        put_u64(&b, l->skipped);
+        put_u64(&b, state_floats(l));
+        put(&b, codec, sizeof codec);
+        put(&b, feedback, sizeof feedback);
+        put(&b, l->state, state_floats(l) * sizeof(float));
+    }
+    put_u64(&b, b.failed ? 0 : checksum(b.data, b.len));
+
+    int ok = !b.failed;
+    char why[2 * PATH_MAX + 128] = "out of memory";
+    if (ok) {
+        FILE *f = fopen(tmp, "wb");
+        ok = f && fwrite(b.data, 1, b.len, f) == b.len;
+        if (f) ok = (fflush(f) == 0) && (fsync(fileno(f)) == 0) && ok;
+        if (f && fclose(f) != 0) ok = 0;
+        if (!ok) snprintf(why, sizeof why, "%s: %s", tmp, strerror(errno));
+    }
+    free(b.data);
+    if (!all_ok(c, ok)) {
+        unlink(tmp);
+        if (ok) snprintf(why, sizeof why, "another rank could not write its file");
+        return terse_error(TERSE_ERR_IO, "terse_state_save: %s; no checkpoint was replaced", why);
+    }
+    ok = rename(tmp, final) == 0;
+    if (!ok) snprintf(why, sizeof why, "rename %s -> %s: %s", tmp, final, strerror(errno));
+    if (!all_ok(c, ok))
+        return terse_error(TERSE_ERR_IO, "terse_state_save: %s", ok ? "another rank could not rename its file" : why);
+    return TERSE_OK;
+}
+
+typedef struct {
+    const unsigned char *p, *end;
+} reader_t;
+
+static int get(reader_t *r, void *out, size_t n)
+{
+    if ((size_t)(r->end - r->p) < n) return 0;
+    memcpy(out, r->p, n);
+    r->p += n;
+    return 1;
+}
+
+/* Validates the whole file against the communicator; on success *r points at nothing more
+ * and the per-layer state positions are in offsets[]. */
+static terse_status_t parse_file(const terse_comm_t *c, const unsigned char *d, size_t len,
+                                 const char *file, size_t *offsets, uint64_t *calls,
+                                 uint64_t *skipped, uint64_t *step)
+{
+    if (len < sizeof state_magic + 8 || memcmp(d, state_magic, sizeof state_magic) != 0)
+        return terse_error(TERSE_ERR_IO, "%s is not a terse state file", file);
+    uint64_t sum;
+    memcpy(&sum, d + len - 8, 8);
+    reader_t r = {d + sizeof state_magic, d + len - 8};
+    uint32_t version, rank, nranks, n_layers;
+    if (!get(&r, &version, 4)) return terse_error(TERSE_ERR_IO, "%s is truncated", file);
+    if (version > STATE_VERSION)
+        return terse_error(TERSE_ERR_IO, "%s was written by a newer terse (state format %u; this one reads up to %u)",
+                           file, version, STATE_VERSION);
+    if (checksum(d, len - 8) != sum)
+        return terse_error(TERSE_ERR_IO, "%s is corrupted or truncated (checksum mismatch)", file);
+    if (!get(&r, &rank, 4) || !get(&r, &nranks, 4) || !get(&r, &n_layers, 4) || !get(&r, step, 8))
+        return terse_error(TERSE_ERR_IO, "%s is truncated", file);
+    if (nranks != (uint32_t)c->tp.size || rank != (uint32_t)c->tp.rank)
+        return terse_error(TERSE_ERR_MISMATCH, "%s holds rank %u of %u, but this is rank %d of %d",
+                           file, rank, nranks, c->tp.rank, c->tp.size);
+    if (n_layers != c->n_layers)
+        return terse_error(TERSE_ERR_MISMATCH, "%s holds %u layers, but %zu are registered", file,
+                           n_layers, c->n_layers);
+    for (size_t i = 0; i < c->n_layers; i++) {
+        const layer_t *l = &c->layers[i];
+        uint64_t count, fp, n_state;
+        char codec[128], feedback[64], mine_c[128], mine_f[64];
+        if (!get(&r, &count, 8) || !get(&r, &fp, 8) || !get(&r, &calls[i], 8) ||
+            !get(&r, &skipped[i], 8) || !get(&r, &n_state, 8) || !get(&r, codec, 128) ||
+            !get(&r, feedback, 64))
+            return terse_error(TERSE_ERR_IO, "%s is truncated", file);
+        codec[127] = feedback[63] = '\0';
+        layer_labels(l, mine_c, mine_f);
+        if (count != l->count || fp != l->fingerprint || n_state != state_floats(l))
+            return terse_error(TERSE_ERR_MISMATCH,
+                               "%s: layer %zu was saved as %llu elements with %s / %s, but is "
+                               "registered as %zu elements with %s / %s",
+                               file, i, (unsigned long long)count, codec, feedback, l->count, mine_c, mine_f);
+        offsets[i] = (size_t)(r.p - d);
+        if ((size_t)(r.end - r.p) < n_state * sizeof(float))
+            return terse_error(TERSE_ERR_IO, "%s is truncated", file);
+        r.p += n_state * sizeof(float);
+    }
+    if (r.p != r.end) return terse_error(TERSE_ERR_IO, "%s has trailing bytes", file);
+    return TERSE_OK;
+}
+
+terse_status_t terse_state_load(terse_comm_t *c, const char *path)
+{
+    terse_error_clear();
+    if (!c) return terse_error(TERSE_ERR_ARG, "terse_state_load: communicator is NULL");
+    if (!path || !path[0]) return terse_error(TERSE_ERR_ARG, "terse_state_load: path is NULL or empty");
+    char file[PATH_MAX];
+    TERSE_CHECK(rank_path(c, path, "", file, sizeof file));
+
+    terse_status_t s = TERSE_OK;
+    unsigned char *d = NULL;
+    size_t len = 0;
+    size_t n = c->n_layers ? c->n_layers : 1;
+    size_t *offsets = calloc(n, sizeof *offsets);
+    uint64_t *calls = calloc(n, sizeof *calls), *skipped = calloc(n, sizeof *skipped), step = 0;
+    FILE *f = fopen(file, "rb");
+    if (!offsets || !calls || !skipped) {
+        s = terse_error(TERSE_ERR_NOMEM, "terse_state_load: out of memory");
+    } else if (!f) {
+        s = terse_error(TERSE_ERR_IO, "terse_state_load: cannot open %s: %s", file, strerror(errno));
+    } else if (fseek(f, 0, SEEK_END) != 0 || (long)(len = (size_t)ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0 ||
+               !(d = malloc(len ? len : 1)) || fread(d, 1, len, f) != len) {
+        s = terse_error(TERSE_ERR_IO, "terse_state_load: cannot read %s", file);
+    } else {
+        s = parse_file(c, d, len, file, offsets, calls, skipped, &step);
+    }
+    if (f) fclose(f);
+    int ok = all_ok(c, s == TERSE_OK);
+    if (ok) {
+        for (size_t i = 0; i < c->n_layers; i++) {
+            layer_t *l = &c->layers[i];
+            memcpy(l->state, d + offsets[i], state_floats(l) * sizeof(float));
+            l->calls = calls[i];
+            l->skipped = skipped[i];
+        }
+        c->step = step;
+    } else if (s == TERSE_OK) {
+        s = terse_error(TERSE_ERR_IO, "terse_state_load: another rank's state file is missing or invalid; "
+                                      "nothing was loaded");
+    }
+    free(d);
+    free(offsets);
+    free(calls);
+    free(skipped);
+    return s;
+}
