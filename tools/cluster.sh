@@ -1,6 +1,4 @@
 #!/usr/bin/env bash
-# The teardown functions are only reached through `trap`, which shellcheck cannot see:
-# shellcheck disable=SC2317
 # tools/cluster.sh — run an MPI program on a simulated cluster of N hosts on this machine.
 #
 # Called by `./dev.sh cluster` (DESIGN.md §7):
@@ -40,6 +38,8 @@
 #
 # Extra mpirun options can be given in TERSE_CLUSTER_MPIRUN_ARGS (split on whitespace).
 
+# The teardown functions are only reached through `trap`, which shellcheck cannot see:
+# shellcheck disable=SC2317
 set -euo pipefail
 
 readonly SUBNET=10.213.0          # /24 private to the namespaces made here
@@ -155,7 +155,7 @@ tmp=
 made_ns=()          # namespaces actually created, so cleanup only deletes ours
 mpirun_pid=
 
-ns_exists() { ip netns list 2>/dev/null | awk '{print $1}' | grep -qx -- "$1"; }
+ns_exists() { ip netns list 2>/dev/null | awk -v n="$1" '$1 == n { f = 1 } END { exit !f }'; }
 
 # live (non-zombie) processes in namespace $1; orted daemonizes, so its zombies belong
 # to init and may linger a moment after they have exited
