@@ -109,8 +109,9 @@ terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf)
     int nonfinite = l->cfg.nonfinite != CONFIG_NONFINITE_PASS && n > 0 && has_nonfinite(buf, n);
     int uncompressed = 0;
     const float *p = buf;
+    const feedback_ctx_t fctx = {l->cfg.feedback.p, l->calls, tp->rank, tp->size};
     if (!l->dense) {
-        uncompressed = l->fb->prepare(l->cfg.feedback.p, l->state, buf, l->p, n, l->calls);
+        uncompressed = l->fb->prepare(&fctx, l->state, buf, l->p, n);
         p = l->p;
     }
     proto_call_t call;
@@ -168,7 +169,7 @@ terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf)
     if (l->dense)
         memcpy(buf, l->agg, n * sizeof *buf);
     else
-        l->fb->update(l->cfg.feedback.p, l->state, buf, p, l->delta, l->agg, buf, n, l->calls);
+        l->fb->update(&fctx, l->state, buf, p, l->delta, l->agg, buf, n);
     const double t3 = engine_now_us();
 
     l->calls++;

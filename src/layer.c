@@ -14,12 +14,15 @@ static uint64_t fnv(uint64_t h, const void *data, size_t n)
     return h;
 }
 
-static uint64_t method_hash(uint64_t h, const method_spec_t *m)
+/* Parameters in `local` (bit i: parameter i) are the rank's own, like EF21-W's weight: only
+ * whether they are set is hashed, so ranks may give different values. */
+static uint64_t method_hash(uint64_t h, const method_spec_t *m, unsigned local)
 {
     h = fnv(h, m->def->name, strlen(m->def->name));
     for (size_t i = 0; i < m->def->n_params; i++) {
         /* NAN has many encodings; hash "unset" as one word */
         double v = m->p[i] == m->p[i] ? m->p[i] : -1.0e300;
+        if (i < 32 && (local >> i & 1u) && m->p[i] == m->p[i]) v = 1.0; /* "set" */
         h = fnv(h, &v, sizeof v);
     }
     return h;
@@ -64,12 +67,14 @@ terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size_t rows, s
     l.codec = l.dense ? &codec_none_ops : codec;
     l.fb = l.dense ? &feedback_none_ops : l.cfg.feedback.def->ops;
     if (!l.dense && codec->check) TERSE_CHECK(codec->check(l.cfg.compressor.p, count));
+    if (!l.dense && l.fb->check) TERSE_CHECK(l.fb->check(l.cfg.feedback.p, c->tp.size));
     l.proto = protocol_for(l.codec);
 
     uint64_t h = 1469598103934665603ull;
     h = fnv(h, l.codec->name, strlen(l.codec->name));
     h = fnv(h, l.fb->name, strlen(l.fb->name));
-    if (!l.dense) h = method_hash(method_hash(h, &l.cfg.compressor), &l.cfg.feedback);
+    if (!l.dense)
+        h = method_hash(method_hash(h, &l.cfg.compressor, 0), &l.cfg.feedback, l.fb->rank_local_params);
     h = fnv(h, &l.cfg.reduce, sizeof l.cfg.reduce);
     l.fingerprint = h;
 

@@ -4,21 +4,23 @@
  * (ALGORITHMS.md §3.2). */
 #include "feedback.h"
 
-static int ef_prepare(const double *prm, const float *state, const float *restrict g,
-                      float *restrict p, size_t n, uint64_t calls)
+static int ef_prepare(const feedback_ctx_t *ctx, const float *state, const float *restrict g,
+                      float *restrict p, size_t n)
 {
-    (void)prm; (void)calls;
+    (void)ctx;
     for (size_t i = 0; i < n; i++) p[i] = g[i] + state[i];
     return 0;
 }
 
-static void ef_update(const double *prm, float *state, const float *g, const float *p,
-                      const float *delta, const float *agg, float *out, size_t n,
-                      uint64_t calls)
+static void ef_update(const feedback_ctx_t *ctx, float *state, const float *g, const float *p,
+                      const float *delta, const float *agg, float *out, size_t n)
 {
-    (void)prm; (void)g; (void)calls;
+    (void)ctx; (void)g;
     for (size_t i = 0; i < n; i++) state[i] = p[i] - delta[i];
     for (size_t i = 0; i < n; i++) out[i] = agg[i];
 }
 
-const feedback_ops_t feedback_ef_ops = {sizeof(feedback_ops_t), "ef", 1, 1, 0, ef_prepare, ef_update};
+const feedback_ops_t feedback_ef_ops = {
+    .size = sizeof(feedback_ops_t), .name = "ef", .state_per_elem = 1, .needs_delta = 1,
+    .prepare = ef_prepare, .update = ef_update,
+};

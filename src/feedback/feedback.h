@@ -5,6 +5,10 @@
  *                                                                   agg = mean_i C(p_i)
  *   (g, p, delta, agg) --update--> new state, out (the estimate handed back to the caller)
  *
+ * agg is the mean of the ranks' decoded messages, or their sum for a layer configured
+ * reduce=sum; a method that keeps an aggregate in its state keeps it in those same units, so
+ * that reduce=sum hands back the estimate of the sum of the gradients.
+ *
  * prepare must not modify the state, so that a call abandoned after it (mismatch, non-finite
  * input on another rank) leaves the layer exactly as it was. */
 #ifndef TERSE_FEEDBACK_H
@@ -13,7 +17,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "terse.h"
 #include "params.h"
+
+/* What a method knows about the call besides its state and vectors. */
+typedef struct {
+    const double *prm;      /* the method's parameters, indexed like its registry table     */
+    uint64_t calls;         /* this layer's completed calls (0 on the first)                 */
+    int rank, nranks;       /* this rank, and the ranks that take part in the aggregation    */
+} feedback_ctx_t;
 
 typedef struct feedback_ops {
     size_t size;            /* sizeof(feedback_ops_t): the version of this table */
@@ -24,14 +36,20 @@ typedef struct feedback_ops {
     int needs_delta;
     /* Whether prepare may ask for an uncompressed call (then a dense workspace is kept). */
     int may_send_uncompressed;
-    /* Writes the message input p from g and the state. `calls` counts this layer's
-     * completed calls. Returns 1 when this call must send p uncompressed (EF21's first
-     * call), 0 otherwise. */
-    int (*prepare)(const double *prm, const float *state, const float *restrict g,
-                   float *restrict p, size_t n, uint64_t calls);
-    /* Updates the state and writes the estimate to out (which may alias g). */
-    void (*update)(const double *prm, float *state, const float *g, const float *p,
-                   const float *delta, const float *agg, float *out, size_t n, uint64_t calls);
+    /* Bit i set: parameter i is the rank's own and may differ between ranks (EF21-W's
+     * weight). The layer fingerprint that ranks compare hashes only whether it is set. */
+    unsigned rank_local_params;
+    /* Checks the parameters for a communicator of nranks ranks, at layer registration
+     * (TERSE_ERR_ARG with a message when they cannot work). May be NULL. */
+    terse_status_t (*check)(const double *prm, int nranks);
+    /* Writes the message input p from g and the state. Returns 1 when this call must send p
+     * uncompressed (EF21's first call), 0 otherwise. */
+    int (*prepare)(const feedback_ctx_t *ctx, const float *state, const float *restrict g,
+                   float *restrict p, size_t n);
+    /* Updates the state and writes the estimate to out (which may alias g: a method reads
+     * g[j] before it writes out[j]). */
+    void (*update)(const feedback_ctx_t *ctx, float *state, const float *g, const float *p,
+                   const float *delta, const float *agg, float *out, size_t n);
 } feedback_ops_t;
 
 extern const method_def_t feedback_registry[];
