@@ -147,9 +147,12 @@ static terse_status_t parse_param(const char *key, const method_def_t *m, const 
 {
     char buf[256], list[1024];
     const char *eq = strchr(item, '=');
-    if (!eq)
-        return terse_error(TERSE_ERR_ARG, "%s %s: parameter '%s' has no '=value'", key,
-                           m->name, item);
+    if (!eq) {
+        list_params(m, list, sizeof list);
+        return terse_error(TERSE_ERR_ARG,
+                           "%s %s: parameter '%s' has no '=value'; accepted parameters: %s", key,
+                           m->name, item, list);
+    }
     char name[64], value[128];
     if (!trim_copy(item, eq, name, sizeof name) || !trim_copy(eq + 1, eq + strlen(eq), value, sizeof value))
         return terse_error(TERSE_ERR_ARG, "%s %s: parameter '%s' is too long", key, m->name, item);
@@ -203,9 +206,12 @@ static terse_status_t parse_method(const method_key_t *mk, const char *value, me
     method_set(&spec, def);
     if (colon) {
         const char *s = colon + 1;
-        if (!*s)
-            return terse_error(TERSE_ERR_ARG, "%s %s: nothing after ':' in '%s'", mk->key,
-                               name, value);
+        if (!*s) {
+            list_params(def, list, sizeof list);
+            return terse_error(TERSE_ERR_ARG,
+                               "%s %s: nothing after ':' in '%s'; accepted parameters: %s",
+                               mk->key, name, value, list);
+        }
         while (*s) {
             const char *comma = strchr(s, ',');
             const char *e = comma ? comma : s + strlen(s);
@@ -317,17 +323,30 @@ terse_status_t config_apply_env(terse_config_t *cfg)
     static const char *const single[][2] = {
         {"TERSE_COMPRESSOR", "compressor"}, {"TERSE_FEEDBACK", "feedback"}, {"TERSE_ADAPT", "adapt"}};
     terse_config_t work = *cfg;
+    /* The parser's message is copied out before it is quoted: terse_error writes into the
+     * buffer terse_last_error() returns, and formatting a buffer into itself garbles it. */
+    char why[1024];
     const char *all = getenv("TERSE_CONFIG");
-    if (all && config_parse(&work, all, 0) != TERSE_OK)
-        return terse_error(TERSE_ERR_ARG, "environment TERSE_CONFIG: %s", terse_last_error());
+    if (all && config_parse(&work, all, 0) != TERSE_OK) {
+        snprintf(why, sizeof why, "%s", terse_last_error());
+        return terse_error(TERSE_ERR_ARG, "environment TERSE_CONFIG: %s", why);
+    }
     for (size_t i = 0; i < 3; i++) {
         const char *v = getenv(single[i][0]);
         if (!v) continue;
+        /* One value for one key: a ';' would let the variable set other keys as well. */
+        if (strchr(v, ';'))
+            return terse_error(TERSE_ERR_ARG,
+                               "environment %s: '%s' is more than one value; accepted: one %s "
+                               "value, name[:param=value,...] (TERSE_CONFIG takes several keys)",
+                               single[i][0], v, single[i][1]);
         char item[600];
         if ((size_t)snprintf(item, sizeof item, "%s=%s", single[i][1], v) >= sizeof item)
             return terse_error(TERSE_ERR_ARG, "environment %s is too long", single[i][0]);
-        if (config_parse(&work, item, 0) != TERSE_OK)
-            return terse_error(TERSE_ERR_ARG, "environment %s: %s", single[i][0], terse_last_error());
+        if (config_parse(&work, item, 0) != TERSE_OK) {
+            snprintf(why, sizeof why, "%s", terse_last_error());
+            return terse_error(TERSE_ERR_ARG, "environment %s: %s", single[i][0], why);
+        }
     }
     *cfg = work;
     return TERSE_OK;
