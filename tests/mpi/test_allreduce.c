@@ -7,50 +7,13 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "half.h"
 #include "mpitest.h"
+#include "reference.h"
 #include "terse.h"
 #include "terse_mpi.h"
 
 static int rank_, nranks_;
 
-static float gradient(int rank, size_t i, int call)
-{
-    uint64_t x = (uint64_t)rank * 0x9e3779b97f4a7c15ull ^ (i + 1) * 0xbf58476d1ce4e5b9ull ^
-                 (uint64_t)(call + 1) * 0x94d049bb133111ebull;
-    x ^= x >> 31; x *= 0xd6e8feb86659fd93ull; x ^= x >> 32;
-    /* a few exact ties in magnitude, and values of both signs */
-    if (x % 17 == 0) return (x & 1) ? 0.5f : -0.5f;
-    return (float)((double)(x >> 11) / 9007199254740992.0 - 0.5) * (1.0f + (float)(i % 5));
-}
-
-typedef enum { REF_NONE, REF_FP16, REF_BF16, REF_TOPK } ref_codec_t;
-
-/* Reference TopK: sort indices by (-|v|, index), keep k, zero the rest. */
-static const float *cmp_v;
-static int by_mag_then_index(const void *a, const void *b)
-{
-    size_t i = *(const size_t *)a, j = *(const size_t *)b;
-    float x = fabsf(cmp_v[i]), y = fabsf(cmp_v[j]);
-    if (x != y) return x > y ? -1 : 1;
-    return i < j ? -1 : (i > j);
-}
-
-static void ref_compress(ref_codec_t codec, size_t k, const float *p, float *out, size_t n, size_t *order)
-{
-    switch (codec) {
-    case REF_NONE: memcpy(out, p, n * sizeof *p); break;
-    case REF_FP16: for (size_t i = 0; i < n; i++) out[i] = half_to_f32(half_from_f32(p[i])); break;
-    case REF_BF16: for (size_t i = 0; i < n; i++) out[i] = bf16_to_f32(bf16_from_f32(p[i])); break;
-    case REF_TOPK:
-        for (size_t i = 0; i < n; i++) order[i] = i;
-        cmp_v = p;
-        qsort(order, n, sizeof *order, by_mag_then_index);
-        memset(out, 0, n * sizeof *out);
-        for (size_t j = 0; j < k && j < n; j++) out[order[j]] = p[order[j]];
-        break;
-    }
-}
 
 typedef struct {
     const char *config;
@@ -84,7 +47,7 @@ static void run_case(const case_t *cs, size_t n, int calls)
     size_t *order = malloc(m * sizeof *order);
     size_t k = cs->codec == REF_TOPK ? topk_k_ref(cs->density, n) : 0;
     for (int call = 0; call < calls; call++) {
-        for (size_t i = 0; i < n; i++) buf[i] = gradient(rank_, i, call);
+        for (size_t i = 0; i < n; i++) buf[i] = ref_gradient(rank_, i, call);
         s = terse_allreduce(c, id, buf);
         EXPECT(s == TERSE_OK, "allreduce '%s' n=%zu call %d: %s", cs->config, n, call, terse_last_error());
 
@@ -92,7 +55,7 @@ static void run_case(const case_t *cs, size_t n, int calls)
         memset(ref, 0, m * sizeof *ref);
         for (int r = 0; r < nranks_; r++) {
             float *er = e + (size_t)r * m;
-            for (size_t i = 0; i < n; i++) p[i] = gradient(r, i, call) + (cs->ef ? er[i] : 0.0f);
+            for (size_t i = 0; i < n; i++) p[i] = ref_gradient(r, i, call) + (cs->ef ? er[i] : 0.0f);
             ref_compress(cs->codec, k, p, d, n, order);
             if (cs->ef)
                 for (size_t i = 0; i < n; i++) er[i] = p[i] - d[i];
@@ -132,9 +95,9 @@ static void run_many(void)
            terse_last_error());
     float a[5], b[32], h[16];
     float *bufs[3] = {a, b, h};
-    for (int i = 0; i < 5; i++) a[i] = gradient(rank_, (size_t)i, 7);
-    for (int i = 0; i < 32; i++) b[i] = gradient(rank_, (size_t)i, 8);
-    for (int i = 0; i < 16; i++) h[i] = gradient(rank_, (size_t)i, 9);
+    for (int i = 0; i < 5; i++) a[i] = ref_gradient(rank_, (size_t)i, 7);
+    for (int i = 0; i < 32; i++) b[i] = ref_gradient(rank_, (size_t)i, 8);
+    for (int i = 0; i < 16; i++) h[i] = ref_gradient(rank_, (size_t)i, 9);
     EXPECT(terse_allreduce_many(c, 3, ids, bufs) == TERSE_OK, "%s", terse_last_error());
     terse_stats_t st;
     terse_layer_stats(c, ids[0], &st);
@@ -146,7 +109,7 @@ static void run_many(void)
     /* the dense small layer is the exact mean */
     for (int i = 0; i < 5; i++) {
         float ref = 0;
-        for (int r = 0; r < nranks_; r++) ref += gradient(r, (size_t)i, 7);
+        for (int r = 0; r < nranks_; r++) ref += ref_gradient(r, (size_t)i, 7);
         ref /= (float)nranks_;
         EXPECT(memcmp(&ref, &a[i], 4) == 0, "small layer element %d: %.9g vs %.9g", i, a[i], ref);
     }

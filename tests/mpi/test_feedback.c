@@ -11,49 +11,14 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "half.h"
 #include "mpitest.h"
+#include "reference.h"
 #include "terse.h"
 #include "terse_mpi.h"
 
 static int rank_, nranks_;
 
-static float gradient(int rank, size_t i, int call)
-{
-    uint64_t x = (uint64_t)rank * 0x9e3779b97f4a7c15ull ^ (i + 1) * 0xbf58476d1ce4e5b9ull ^
-                 (uint64_t)(call + 1) * 0x94d049bb133111ebull;
-    x ^= x >> 31; x *= 0xd6e8feb86659fd93ull; x ^= x >> 32;
-    /* a few exact ties in magnitude, and values of both signs */
-    if (x % 17 == 0) return (x & 1) ? 0.5f : -0.5f;
-    return (float)((double)(x >> 11) / 9007199254740992.0 - 0.5) * (1.0f + (float)(i % 5));
-}
-
-typedef enum { REF_FP16, REF_TOPK } ref_codec_t;
 typedef enum { M_EF21, M_EF21W, M_SGDM, M_ECONTROL } ref_method_t;
-
-/* Reference TopK: sort indices by (-|v|, index), keep k, zero the rest. */
-static const float *cmp_v;
-static int by_mag_then_index(const void *a, const void *b)
-{
-    size_t i = *(const size_t *)a, j = *(const size_t *)b;
-    float x = fabsf(cmp_v[i]), y = fabsf(cmp_v[j]);
-    if (x != y) return x > y ? -1 : 1;
-    return i < j ? -1 : (i > j);
-}
-
-static void ref_compress(ref_codec_t codec, size_t k, const float *p, float *out, size_t n, size_t *order)
-{
-    switch (codec) {
-    case REF_FP16: for (size_t i = 0; i < n; i++) out[i] = half_to_f32(half_from_f32(p[i])); break;
-    case REF_TOPK:
-        for (size_t i = 0; i < n; i++) order[i] = i;
-        cmp_v = p;
-        qsort(order, n, sizeof *order, by_mag_then_index);
-        memset(out, 0, n * sizeof *out);
-        for (size_t j = 0; j < k && j < n; j++) out[order[j]] = p[order[j]];
-        break;
-    }
-}
 
 typedef struct {
     ref_codec_t codec;
@@ -104,7 +69,7 @@ static void ref_call(const case_t *cs, ref_t *R, size_t n, size_t m, int call, f
         float *delta = R->delta + (size_t)r * m;
         const float s = cs->method == M_EF21W ? (float)(N * weight_of(r)) : 1.0f;
         for (size_t i = 0; i < n; i++) {
-            float g = gradient(r, i, call);
+            float g = ref_gradient(r, i, call);
             if (call == 0) {
                 R->p[i] = g; /* the first call: the exact gradient */
                 continue;
@@ -132,7 +97,7 @@ static void ref_call(const case_t *cs, ref_t *R, size_t n, size_t m, int call, f
         const float *delta = R->delta + (size_t)r * m;
         const float s = cs->method == M_EF21W ? (float)(N * weight_of(r)) : 1.0f;
         for (size_t i = 0; i < n; i++) {
-            float g = gradient(r, i, call);
+            float g = ref_gradient(r, i, call);
             if (call == 0) {
                 switch (cs->method) {
                 case M_EF21: a[i] = g; break;
@@ -193,13 +158,13 @@ static void run_case(const case_t *cs, size_t n, int calls, int abandon)
     float *buf = malloc(m * sizeof *buf), *ref = malloc(m * sizeof *ref);
 
     if (abandon && n > 0) {
-        for (size_t i = 0; i < n; i++) buf[i] = gradient(rank_, i, 0);
+        for (size_t i = 0; i < n; i++) buf[i] = ref_gradient(rank_, i, 0);
         if (rank_ == 0) buf[n / 2] = NAN;
         s = terse_allreduce(c, id, buf);
         EXPECT(s == TERSE_ERR_NONFINITE, "'%s' n=%zu: a NaN on rank 0 gives %d on every rank", config, n, s);
     }
     for (int call = 0; call < calls; call++) {
-        for (size_t i = 0; i < n; i++) buf[i] = gradient(rank_, i, call);
+        for (size_t i = 0; i < n; i++) buf[i] = ref_gradient(rank_, i, call);
         s = terse_allreduce(c, id, buf);
         EXPECT(s == TERSE_OK, "allreduce '%s' n=%zu call %d: %s", config, n, call, terse_last_error());
         ref_call(cs, &R, n, m, call, ref);
@@ -248,7 +213,7 @@ static void resume_equals_the_uninterrupted_run(const case_t *cs, const char *pa
                 EXPECT(terse_layer_add(c, "L", N, 1, NULL, &id) == TERSE_OK, "%s", terse_last_error());
                 EXPECT(terse_state_load(c, path) == TERSE_OK, "load: %s", terse_last_error());
             }
-            for (size_t i = 0; i < N; i++) outs[run][i] = gradient(rank_, i, call);
+            for (size_t i = 0; i < N; i++) outs[run][i] = ref_gradient(rank_, i, call);
             EXPECT(terse_allreduce(c, id, outs[run]) == TERSE_OK, "%s", terse_last_error());
         }
         terse_comm_destroy(c);
