@@ -31,9 +31,8 @@ static uint64_t method_hash(uint64_t h, const method_spec_t *m, unsigned local)
 static void *alloc_floats(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
 
 const double layer_no_params[TERSE_MAX_PARAMS];
-#define no_params layer_no_params
 
-const double *layer_params(const layer_t *l) { return l->dense ? no_params : l->cfg.compressor.p; }
+const double *layer_params(const layer_t *l) { return l->dense ? layer_no_params : l->cfg.compressor.p; }
 
 terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size_t rows, size_t cols,
                                const char *config, int *id)
@@ -96,7 +95,7 @@ terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size_t rows, s
     l.ws = malloc(ws ? ws : 1);
     l.scratch = malloc(l.codec->scratch_bytes(prm, count) + 1);
     if (l.fb->may_send_uncompressed) {
-        l.ws_dense = malloc(protocol_dense.workspace_bytes(&codec_none_ops, no_params, count, n));
+        l.ws_dense = malloc(protocol_dense.workspace_bytes(&codec_none_ops, layer_no_params, count, n));
     }
     if (!l.state || !l.p || (l.fb->needs_delta && !l.delta) || !l.agg || !l.ws || !l.scratch ||
         (l.fb->may_send_uncompressed && !l.ws_dense)) {
