@@ -52,12 +52,13 @@ int bench_kernels(const char *const *codecs, size_t n_codecs, size_t min_bytes, 
             void *msg = malloc(ops->max_bytes(p, n) + 1);
             void *scratch = malloc(ops->scratch_bytes(p, n) + 1);
             if (!msg || !scratch) return 1;
+            const codec_ctx_t ctx = {0x5eed, 0};
             double enc = 0, dec = 0, cpy = 0;
             for (int it = -warmup; it < iters; it++) {
                 double t0 = now_us();
-                size_t b = ops->encode(p, in, n, msg, scratch);
+                size_t b = ops->encode(p, &ctx, in, n, msg, scratch);
                 double t1 = now_us();
-                if (ops->decode_add(p, msg, b, n, out) != TERSE_OK) {
+                if (ops->decode_add(p, msg, b, n, out, scratch) != TERSE_OK) {
                     fprintf(stderr, "terse-bench: %s decoded its own message as invalid\n", codecs[c]);
                     return 1;
                 }

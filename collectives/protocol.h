@@ -4,7 +4,13 @@
  *   encode   - this rank's input p -> its message (and, if asked, delta = C(p) decoded)
  *   exchange - the transport moves messages (and owners may combine chunks)
  *   decode   - messages -> the aggregate `out`, identical bits on every rank
- * The workspace is sized once per layer by workspace_bytes, so a call never allocates. */
+ * The workspace is sized once per layer by workspace_bytes, so a call never allocates.
+ *
+ * A protocol may keep state per layer (1-bit's server error, DGC's momentum and velocity,
+ * PowerSGD's Q): state_floats floats, saved with the layer. encode and exchange must not
+ * change it - they write the next state into the workspace - and decode commits it as its
+ * last act, once the call can no longer fail, so that a call abandoned anywhere (a peer's
+ * NaN, a mismatch, a malformed message) leaves the layer exactly as it was. */
 #ifndef TERSE_PROTOCOL_H
 #define TERSE_PROTOCOL_H
 
@@ -12,11 +18,25 @@
 #include "error.h"
 #include "transport.h"
 
+/* What a protocol knows about a layer when it sizes its memory. */
+typedef struct {
+    const codec_ops_t *codec;
+    const double *prm;       /* the codec's parameters                                      */
+    size_t rows, cols;       /* the layer's shape as registered (count = rows * cols)       */
+    size_t count;
+    int nranks;
+} proto_shape_t;
+
 typedef struct {
     transport_t *tp;
     const codec_ops_t *codec;
     const double *prm;       /* the codec's parameters                                      */
     size_t count;            /* elements                                                    */
+    size_t rows, cols;       /* the layer's shape                                           */
+    int layer;               /* the layer id (identical on all ranks)                       */
+    uint64_t calls;          /* the layer's completed calls before this one                 */
+    uint64_t step;           /* terse_step_end calls so far (schedules: DGC warm-up)        */
+    float *state;            /* state_floats floats of protocol state, or NULL              */
     const float *in;         /* p: this rank's message input                                */
     float *delta;            /* out: C(p) as this rank's own message decodes, or NULL       */
     float *out;              /* out: the aggregate (mean or sum of every rank's C(p_i))     */
@@ -31,8 +51,9 @@ typedef struct {
 typedef struct protocol_ops {
     size_t size;             /* sizeof(protocol_ops_t): the version of this table */
     const char *name;
-    size_t (*workspace_bytes)(const codec_ops_t *codec, const double *prm, size_t count,
-                              int nranks);
+    size_t (*workspace_bytes)(const proto_shape_t *shape);
+    /* Floats of per-layer state; NULL: none. */
+    size_t (*state_floats)(const proto_shape_t *shape);
     terse_status_t (*encode)(proto_call_t *call);
     terse_status_t (*exchange)(proto_call_t *call);
     terse_status_t (*decode)(proto_call_t *call);
@@ -40,6 +61,10 @@ typedef struct protocol_ops {
 
 extern const protocol_ops_t protocol_dense;
 extern const protocol_ops_t protocol_sparse_allgather;
+extern const protocol_ops_t protocol_randk;
+extern const protocol_ops_t protocol_onebit;
+extern const protocol_ops_t protocol_dgc;
+extern const protocol_ops_t protocol_powersgd;
 
 /* The protocol a codec's messages use. */
 const protocol_ops_t *protocol_for(const codec_ops_t *codec);
@@ -50,6 +75,22 @@ static inline size_t protocol_chunk_begin(size_t count, int n, int r)
 {
     size_t q = count / (size_t)n, rem = count % (size_t)n;
     return (size_t)r * q + ((size_t)r < rem ? (size_t)r : rem);
+}
+
+/* The stream key of an encode (codec_ctx_t.key): seed, layer, call, rank and phase mixed so
+ * that every (layer, call, rank, phase) draws its own random numbers, and a rerun draws the
+ * same ones. rank is the encoding rank, or -1 for a stream all ranks share. */
+static inline uint64_t protocol_stream_key(uint64_t seed, const proto_call_t *c, int rank,
+                                           unsigned phase)
+{
+    uint64_t h = seed * 0x9e3779b97f4a7c15ull;
+    const uint64_t words[4] = {(uint64_t)(int64_t)c->layer, c->calls, (uint64_t)(int64_t)rank, phase};
+    for (int i = 0; i < 4; i++) {
+        h ^= words[i] + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+        h *= 0xbf58476d1ce4e5b9ull;
+        h ^= h >> 31;
+    }
+    return h;
 }
 
 #endif

@@ -13,10 +13,10 @@
 
 static size_t align64(size_t b) { return (b + 63) & ~(size_t)63; }
 
-static size_t sparse_workspace(const codec_ops_t *codec, const double *prm, size_t count, int n)
+static size_t sparse_workspace(const proto_shape_t *s)
 {
-    size_t mb = codec->max_bytes(prm, count);
-    return align64((size_t)n * mb) + align64(2 * (size_t)n * sizeof(size_t));
+    size_t mb = s->codec->max_bytes(s->prm, s->count);
+    return align64((size_t)s->nranks * mb) + align64(2 * (size_t)s->nranks * sizeof(size_t));
 }
 
 static size_t *sparse_counts(const proto_call_t *c)
@@ -35,10 +35,11 @@ static unsigned char *slot(const proto_call_t *c, int r)
 static terse_status_t sparse_encode(proto_call_t *c)
 {
     unsigned char *mine = slot(c, c->tp->rank);
-    c->wire_bytes = c->codec->encode(c->prm, c->in, c->count, mine, c->scratch);
+    const codec_ctx_t ctx = {protocol_stream_key(0, c, c->tp->rank, 0), 0};
+    c->wire_bytes = c->codec->encode(c->prm, &ctx, c->in, c->count, mine, c->scratch);
     if (c->delta) {
         memset(c->delta, 0, c->count * sizeof(float));
-        TERSE_CHECK(c->codec->decode_add(c->prm, mine, c->wire_bytes, c->count, c->delta));
+        TERSE_CHECK(c->codec->decode_add(c->prm, mine, c->wire_bytes, c->count, c->delta, c->scratch));
     }
     return TERSE_OK;
 }
@@ -65,7 +66,7 @@ static terse_status_t sparse_decode(proto_call_t *c)
     const size_t *counts = sparse_counts(c);
     memset(c->out, 0, c->count * sizeof(float));
     for (int r = 0; r < n; r++) {
-        if (c->codec->decode_add(c->prm, slot(c, r), counts[r], c->count, c->out) != TERSE_OK) {
+        if (c->codec->decode_add(c->prm, slot(c, r), counts[r], c->count, c->out, c->scratch) != TERSE_OK) {
             c->bad_rank = r;
             return TERSE_ERR_MISMATCH;
         }
@@ -76,6 +77,6 @@ static terse_status_t sparse_decode(proto_call_t *c)
 }
 
 const protocol_ops_t protocol_sparse_allgather = {
-    sizeof(protocol_ops_t), "sparse_allgather", sparse_workspace, sparse_encode, sparse_exchange,
+    sizeof(protocol_ops_t), "sparse_allgather", sparse_workspace, NULL, sparse_encode, sparse_exchange,
     sparse_decode,
 };

@@ -5,16 +5,14 @@
 #include <string.h>
 
 #include "codec.h"
+#include "randk.h"
 #include "topk.h"
 
-extern const codec_ops_t codec_none_ops, codec_fp16_ops, codec_bf16_ops, codec_topk_ops;
+extern const codec_ops_t codec_none_ops, codec_fp16_ops, codec_bf16_ops, codec_topk_ops,
+    codec_randk_ops;
 
 static const char *const onebit_scales[] = {"l1", "l2", NULL};
 
-static const param_def_t randk_params[] = {
-    {"density", 0.01, 0.0, 1.0, 1, 0, NULL},
-    {"seed", 0.0, 0.0, 4294967295.0, 0, 1, NULL},
-};
 static const param_def_t onebit_params[] = {
     {"scale", 0.0, 0.0, 1.0, 0, 1, onebit_scales},
 };
@@ -47,7 +45,7 @@ const method_def_t codec_registry[] = {
     ROW0("fp16", &codec_fp16_ops),
     ROW0("bf16", &codec_bf16_ops),
     {"topk", topk_params, TOPK_N_PARAMS, &codec_topk_ops},
-    ROW("randk", randk_params, NULL),
+    {"randk", randk_params, RANDK_N_PARAMS, &codec_randk_ops},
     ROW("onebit", onebit_params, NULL),
     ROW("qsgd", qsgd_params, NULL),
     ROW("dgc", dgc_params, NULL),

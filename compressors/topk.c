@@ -115,10 +115,10 @@ size_t topk_select(const float *restrict v, size_t n, size_t k, uint32_t *restri
     return m;
 }
 
-static size_t topk_encode(const double *p, const float *restrict in, size_t count,
-                          void *restrict msg, void *restrict scratch)
+static size_t topk_encode(const double *p, const codec_ctx_t *ctx, const float *restrict in,
+                          size_t count, void *restrict msg, void *restrict scratch)
 {
-    (void)scratch;
+    (void)ctx; (void)scratch;
     size_t k = topk_k(p, count);
     unsigned char *b = msg;
     uint32_t *idx = (uint32_t *)(b + 4);
@@ -147,13 +147,14 @@ terse_status_t sparse_decode_add(const void *restrict msg, size_t bytes, size_t 
 }
 
 static terse_status_t topk_decode_add(const double *p, const void *restrict msg, size_t bytes,
-                                      size_t count, float *restrict out)
+                                      size_t count, float *restrict out, void *restrict scratch)
 {
+    (void)scratch;
     if (bytes > topk_max_bytes(p, count)) return TERSE_ERR_MISMATCH;
     return sparse_decode_add(msg, bytes, count, out);
 }
 
 const codec_ops_t codec_topk_ops = {
-    sizeof(codec_ops_t), "topk", CODEC_PROTO_SPARSE, 0,
-    topk_check, topk_max_bytes, topk_scratch_bytes, topk_encode, topk_decode_add,
+    sizeof(codec_ops_t), "topk", CODEC_PROTO_SPARSE,
+    topk_check, topk_max_bytes, topk_scratch_bytes, topk_encode, topk_decode_add, NULL, 0,
 };

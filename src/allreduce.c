@@ -120,6 +120,12 @@ terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf)
     call.codec = uncompressed ? &codec_none_ops : l->codec;
     call.prm = uncompressed ? layer_no_params : layer_params(l);
     call.count = n;
+    call.rows = l->rows;
+    call.cols = l->cols;
+    call.layer = layer;
+    call.calls = l->calls;
+    call.step = c->step;
+    call.state = uncompressed || !l->proto_floats ? NULL : l->state + l->fb_floats;
     call.in = p;
     call.delta = l->dense ? NULL : l->delta;
     call.out = l->agg;

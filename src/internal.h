@@ -21,7 +21,9 @@ typedef struct {
     uint64_t fingerprint;          /* hash of codec, parameters and feedback: ranks compare */
     int dense;                     /* small or uncompressed: plain dense mean               */
 
-    float *state;                  /* feedback state: fb->state_per_elem * count            */
+    float *state;                  /* feedback state (fb_floats), then the protocol's
+                                      (proto_floats): one block, saved as one               */
+    size_t fb_floats, proto_floats;
     float *p;                      /* message input                                        */
     float *delta;                  /* this rank's decoded message                          */
     float *agg;                    /* the aggregate                                        */

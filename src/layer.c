@@ -61,11 +61,20 @@ terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size_t rows, s
     l.count = count;
 
     const codec_ops_t *codec = l.cfg.compressor.def->ops;
-    /* small layers are not worth compressing, and none needs no feedback: exact mean */
-    l.dense = count < l.cfg.min_size || codec == &codec_none_ops;
+    const double *cprm = l.cfg.compressor.p;
+    if (codec->owns_memory && strcmp(l.cfg.feedback.def->name, "none") != 0)
+        return terse_error(TERSE_ERR_ARG,
+                           "terse_layer_add: layer '%s': compressor %s keeps its own error memory "
+                           "(momentum correction); use feedback=none with it, not feedback=%s",
+                           l.name, codec->name, l.cfg.feedback.def->name);
+    /* small layers are not worth compressing, and none needs no feedback: exact mean. A codec
+     * that keeps its own memory (dgc) handles every layer, so the momentum stays its job. */
+    l.dense = codec == &codec_none_ops ||
+              (!codec->owns_memory && (count < l.cfg.min_size ||
+                                       (codec->goes_dense && codec->goes_dense(cprm, rows, cols))));
     l.codec = l.dense ? &codec_none_ops : codec;
     l.fb = l.dense ? &feedback_none_ops : l.cfg.feedback.def->ops;
-    if (!l.dense && codec->check) TERSE_CHECK(codec->check(l.cfg.compressor.p, count));
+    if (!l.dense && codec->check) TERSE_CHECK(codec->check(cprm, count));
     if (!l.dense && l.fb->check) TERSE_CHECK(l.fb->check(l.cfg.feedback.p, c->tp.size));
     l.proto = protocol_for(l.codec);
 
@@ -87,15 +96,19 @@ terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size_t rows, s
 
     const double *prm = layer_params(&l);
     int n = c->tp.size;
-    size_t ws = l.proto->workspace_bytes(l.codec, prm, count, n);
-    l.state = alloc_floats(l.fb->state_per_elem * count);
+    const proto_shape_t shape = {l.codec, prm, rows, cols, count, n};
+    size_t ws = l.proto->workspace_bytes(&shape);
+    l.fb_floats = l.fb->state_per_elem * count;
+    l.proto_floats = l.proto->state_floats ? l.proto->state_floats(&shape) : 0;
+    l.state = alloc_floats(l.fb_floats + l.proto_floats);
     l.p = alloc_floats(count);
     l.delta = l.fb->needs_delta ? alloc_floats(count) : NULL;
     l.agg = alloc_floats(count);
     l.ws = malloc(ws ? ws : 1);
     l.scratch = malloc(l.codec->scratch_bytes(prm, count) + 1);
     if (l.fb->may_send_uncompressed) {
-        l.ws_dense = malloc(protocol_dense.workspace_bytes(&codec_none_ops, layer_no_params, count, n));
+        const proto_shape_t dshape = {&codec_none_ops, layer_no_params, rows, cols, count, n};
+        l.ws_dense = malloc(protocol_dense.workspace_bytes(&dshape));
     }
     if (!l.state || !l.p || (l.fb->needs_delta && !l.delta) || !l.agg || !l.ws || !l.scratch ||
         (l.fb->may_send_uncompressed && !l.ws_dense)) {

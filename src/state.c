@@ -54,7 +54,7 @@ static uint64_t checksum(const unsigned char *d, size_t n)
     return h;
 }
 
-static size_t state_floats(const layer_t *l) { return l->fb->state_per_elem * l->count; }
+static size_t state_floats(const layer_t *l) { return l->fb_floats + l->proto_floats; }
 
 static void layer_labels(const layer_t *l, char codec[128], char feedback[64])
 {

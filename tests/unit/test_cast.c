@@ -350,9 +350,9 @@ START_TEST(cast_codec_round_trip_adds_the_converted_values)
         }
         ck_assert_uint_eq(c->ops->max_bytes(NULL, n), n * c->elem_bytes);
         ck_assert_uint_eq(c->ops->scratch_bytes(NULL, n), 0);
-        size_t bytes = c->ops->encode(NULL, in, n, msg, NULL);
+        size_t bytes = c->ops->encode(NULL, NULL, in, n, msg, NULL);
         ck_assert_uint_eq(bytes, n * c->elem_bytes);
-        ck_assert_int_eq(c->ops->decode_add(NULL, msg, bytes, n, out), TERSE_OK);
+        ck_assert_int_eq(c->ops->decode_add(NULL, msg, bytes, n, out, NULL), TERSE_OK);
         for (size_t i = 0; i < n; i++) {
             float dec = c->to ? c->from(c->to(in[i])) : in[i];
             REQUIRE(out[i] == 1.0f + dec, "%s n=%zu [%zu]: %a, want 1 + %a", c->ops->name, n, i,
@@ -373,7 +373,7 @@ START_TEST(cast_codec_describes_itself_as_dense)
 {
     const cast_case_t *c = &cast_cases[_i];
     ck_assert_int_eq(c->ops->protocol, CODEC_PROTO_DENSE);
-    ck_assert_uint_eq(c->ops->elem_bytes, c->elem_bytes);
+    ck_assert_uint_eq(c->ops->max_bytes(NULL, 1), c->elem_bytes);
     ck_assert_uint_eq(c->ops->size, sizeof(codec_ops_t));
 }
 END_TEST
@@ -385,16 +385,16 @@ START_TEST(cast_decode_rejects_a_wrong_byte_count_and_leaves_out_untouched)
     float in[N], out[N];
     uint32_t msg[N + 4] = {0}; /* uint32_t: aligned for the codecs' float and uint16_t views */
     for (int i = 0; i < N; i++) { in[i] = (float)i; out[i] = 7.0f; }
-    size_t bytes = c->ops->encode(NULL, in, N, msg, NULL);
+    size_t bytes = c->ops->encode(NULL, NULL, in, N, msg, NULL);
     const size_t wrong[] = {0, 1, bytes - 1, bytes + 1, bytes + c->elem_bytes, bytes / 2};
     for (size_t w = 0; w < sizeof wrong / sizeof wrong[0]; w++) {
-        ck_assert_msg(c->ops->decode_add(NULL, msg, wrong[w], N, out) == TERSE_ERR_MISMATCH,
+        ck_assert_msg(c->ops->decode_add(NULL, msg, wrong[w], N, out, NULL) == TERSE_ERR_MISMATCH,
                       "%s accepted %zu bytes for %d elements", c->ops->name, wrong[w], N);
     }
     for (int i = 0; i < N; i++) ck_assert_float_eq(out[i], 7.0f);
     /* an empty layer takes exactly 0 bytes */
-    ck_assert_int_eq(c->ops->decode_add(NULL, msg, 0, 0, out), TERSE_OK);
-    ck_assert_int_eq(c->ops->decode_add(NULL, msg, c->elem_bytes, 0, out), TERSE_ERR_MISMATCH);
+    ck_assert_int_eq(c->ops->decode_add(NULL, msg, 0, 0, out, NULL), TERSE_OK);
+    ck_assert_int_eq(c->ops->decode_add(NULL, msg, c->elem_bytes, 0, out, NULL), TERSE_ERR_MISMATCH);
 }
 END_TEST
 

@@ -207,7 +207,7 @@ static const method_case_t codec_cases[] = {
     {"topk:density=0.01", "topk:density=0.01"},
     {"topk:k=5", "topk:k=5"},
     {"topk", "topk"},
-    {"randk:density=0.01,seed=3", "randk:density=0.01,seed=3"},
+    {"randk:density=0.01,seed=3", "randk:density=0.01,seed=3,unbiased=0"},
     {"onebit", "onebit:scale=l1"},
     {"onebit:scale=l2", "onebit:scale=l2"},
     {"qsgd:bits=4,bucket=512,stochastic=0", "qsgd:bits=4,bucket=512,stochastic=0"},

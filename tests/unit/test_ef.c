@@ -49,9 +49,9 @@ static method_t method_topk(const feedback_ops_t *fb, double k)
 static size_t compress(const method_t *m, const float *p, size_t d, void *msg, float *delta)
 {
     ck_assert_uint_le(m->codec->max_bytes(m->codec_prm, d), 4 + 8 * MAX_D);
-    size_t bytes = m->codec->encode(m->codec_prm, p, d, msg, NULL);
+    size_t bytes = m->codec->encode(m->codec_prm, NULL, p, d, msg, NULL);
     memset(delta, 0, d * sizeof *delta);
-    ck_assert_int_eq(m->codec->decode_add(m->codec_prm, msg, bytes, d, delta), TERSE_OK);
+    ck_assert_int_eq(m->codec->decode_add(m->codec_prm, msg, bytes, d, delta, NULL), TERSE_OK);
     return bytes;
 }
 
@@ -77,7 +77,7 @@ static void simulate_call(const method_t *m, int n, size_t d, float *const *g, f
     }
     memset(agg, 0, d * sizeof(float));
     for (int i = 0; i < n; i++)
-        ck_assert_int_eq(m->codec->decode_add(m->codec_prm, msg[i], bytes[i], d, agg), TERSE_OK);
+        ck_assert_int_eq(m->codec->decode_add(m->codec_prm, msg[i], bytes[i], d, agg, NULL), TERSE_OK);
     for (size_t j = 0; j < d; j++) agg[j] /= (float)n;
     for (int i = 0; i < n; i++) {
         const feedback_ctx_t ctx = {.prm = m->fb_prm, .calls = calls, .rank = i, .nranks = n};

@@ -78,9 +78,9 @@ static void simulate_call(const method_t *m, int n, size_t d, float *const *g, f
         if (uncompressed[i]) {
             memcpy(delta[i], p[i], d * sizeof(float)); /* codec none: C(p) = p */
         } else {
-            bytes[i] = codec_topk_ops.encode(m->codec_prm, p[i], d, msg[i], NULL);
+            bytes[i] = codec_topk_ops.encode(m->codec_prm, NULL, p[i], d, msg[i], NULL);
             memset(delta[i], 0, d * sizeof(float));
-            ck_assert_int_eq(codec_topk_ops.decode_add(m->codec_prm, msg[i], bytes[i], d, delta[i]),
+            ck_assert_int_eq(codec_topk_ops.decode_add(m->codec_prm, msg[i], bytes[i], d, delta[i], NULL),
                              TERSE_OK);
         }
     }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "codec.h"
+#include "protocol.h"
 #include "feedback/feedback.h"
 
 /* The names DESIGN.md §6 gives the keys compressor= and feedback=. */
@@ -101,10 +102,9 @@ START_TEST(built_codec_ops_table_is_complete)
         ck_assert_ptr_nonnull(ops->decode_add);
         ck_assert_ptr_nonnull(ops->max_bytes);
         ck_assert_ptr_nonnull(ops->scratch_bytes);
-        ck_assert_msg(ops->protocol == CODEC_PROTO_DENSE || ops->protocol == CODEC_PROTO_SPARSE,
+        ck_assert_msg(ops->protocol >= CODEC_PROTO_DENSE && ops->protocol <= CODEC_PROTO_POWERSGD,
                       "%s: protocol %d", m->name, ops->protocol);
-        if (ops->protocol == CODEC_PROTO_DENSE)
-            ck_assert_msg(ops->elem_bytes > 0, "%s: dense codec with elem_bytes 0", m->name);
+        ck_assert_msg(protocol_for(ops) != NULL, "%s: no protocol", m->name);
     }
     /* at least the codecs this version ships: none, fp16, bf16, topk */
     ck_assert_uint_ge(built, 4);
@@ -130,6 +130,7 @@ static void variant_params(const method_def_t *m, int v, double p[TERSE_MAX_PARA
 START_TEST(built_codec_encodes_at_most_max_bytes)
 {
     static const size_t sizes[] = {0, 1, 7, 1000};
+    const codec_ctx_t ctx = {0x5eed, 0};
     uint64_t s = 11;
     for (size_t i = 0; i < codec_registry_len; i++) {
         const method_def_t *m = &codec_registry[i];
@@ -150,10 +151,10 @@ START_TEST(built_codec_encodes_at_most_max_bytes)
                 ck_assert(in && out && msg && (scratch || !sb));
                 for (size_t j = 0; j < n; j++)
                     in[j] = (float)((double)(rng_next(&s) >> 11) * 0x1.0p-52 - 1.0);
-                size_t bytes = ops->encode(p, in, n, msg, scratch);
+                size_t bytes = ops->encode(p, &ctx, in, n, msg, scratch);
                 ck_assert_msg(bytes <= mb, "%s variant %d n=%zu: %zu bytes, max_bytes %zu",
                               m->name, v, n, bytes, mb);
-                ck_assert_msg(ops->decode_add(p, msg, bytes, n, out) == TERSE_OK,
+                ck_assert_msg(ops->decode_add(p, msg, bytes, n, out, scratch) == TERSE_OK,
                               "%s variant %d n=%zu: its own message does not decode", m->name, v,
                               n);
                 free(in);

@@ -331,12 +331,12 @@ START_TEST(topk_codec_round_trip_gives_the_kept_entries_and_zeros_elsewhere)
             void *scratch = malloc(codec_topk_ops.scratch_bytes(p, n) + 1);
             ck_assert(v && out && ref && msg && scratch);
             fill_random(v, n, &s, (int)(b % 4));
-            size_t bytes = codec_topk_ops.encode(p, v, n, msg, scratch);
+            size_t bytes = codec_topk_ops.encode(p, NULL, v, n, msg, scratch);
             ck_assert_uint_eq(bytes, 4 + 8 * k);
             uint32_t hdr;
             memcpy(&hdr, msg, 4);
             ck_assert_uint_eq(hdr, k);
-            ck_assert_int_eq(codec_topk_ops.decode_add(p, msg, bytes, n, out), TERSE_OK);
+            ck_assert_int_eq(codec_topk_ops.decode_add(p, msg, bytes, n, out, NULL), TERSE_OK);
             size_t m = ref_topk(v, n, k, ref);
             ck_assert_uint_eq(m, k);
             size_t j = 0;
@@ -365,8 +365,8 @@ START_TEST(topk_decode_adds_into_out)
     double p[TERSE_MAX_PARAMS];
     topk_params_of(NAN, 2, p);
     uint32_t msg[1 + 2 * 2];
-    size_t bytes = codec_topk_ops.encode(p, v, 4, msg, NULL);
-    ck_assert_int_eq(codec_topk_ops.decode_add(p, msg, bytes, 4, out), TERSE_OK);
+    size_t bytes = codec_topk_ops.encode(p, NULL, v, 4, msg, NULL);
+    ck_assert_int_eq(codec_topk_ops.decode_add(p, msg, bytes, 4, out, NULL), TERSE_OK);
     ck_assert_float_eq(out[0], 1.0f);
     ck_assert_float_eq(out[1], 6.0f);
     ck_assert_float_eq(out[2], 1.0f);
@@ -385,10 +385,10 @@ START_TEST(topk_decode_rejects_a_message_above_max_bytes)
     float out[10] = {0};
     double p[TERSE_MAX_PARAMS];
     topk_params_of(NAN, 2, p);
-    ck_assert_int_eq(codec_topk_ops.decode_add(p, m, sizeof m, 10, out), TERSE_ERR_MISMATCH);
+    ck_assert_int_eq(codec_topk_ops.decode_add(p, m, sizeof m, 10, out, NULL), TERSE_ERR_MISMATCH);
     for (int i = 0; i < 10; i++) ck_assert_float_eq(out[i], 0.0f);
     topk_params_of(NAN, 3, p);
-    ck_assert_int_eq(codec_topk_ops.decode_add(p, m, sizeof m, 10, out), TERSE_OK);
+    ck_assert_int_eq(codec_topk_ops.decode_add(p, m, sizeof m, 10, out, NULL), TERSE_OK);
     ck_assert_float_eq(out[9], 3.0f);
 }
 END_TEST

@@ -1,0 +1,79 @@
+/* RandK aggregation: every rank keeps the same k coordinates (a stream shared by all ranks,
+ * keyed by seed, layer and call), so the k values are summed by the dense protocol like any
+ * dense vector of k floats, and the indices never travel.
+ *
+ *   encode:   message = key | k | v[chosen] (scaled by d/k when unbiased)
+ *   exchange: dense reduce-scatter + allgather of the k values (fp32, rank-order sums)
+ *   decode:   out = 0; out[chosen] = the mean (or sum) of the values
+ * Bytes per rank and call: 2 (n-1)/n * 4k, as a ring allreduce of k floats. */
+#include <string.h>
+
+#include "protocol.h"
+#include "randk.h"
+
+extern const codec_ops_t codec_none_ops;
+
+static size_t align64(size_t b) { return (b + 63) & ~(size_t)63; }
+
+/* workspace: my message | the aggregate message | the dense workspace for k floats */
+static size_t randk_workspace(const proto_shape_t *s)
+{
+    size_t k = randk_k(s->prm, s->count), mb = s->codec->max_bytes(s->prm, s->count);
+    const proto_shape_t vals = {&codec_none_ops, NULL, k, 1, k, s->nranks};
+    return 2 * align64(mb) + protocol_dense.workspace_bytes(&vals);
+}
+
+static unsigned char *msg_mine(const proto_call_t *c) { return c->ws; }
+static unsigned char *msg_agg(const proto_call_t *c)
+{
+    return (unsigned char *)c->ws + align64(c->codec->max_bytes(c->prm, c->count));
+}
+
+static terse_status_t randk_encode(proto_call_t *c)
+{
+    const codec_ctx_t ctx = {protocol_stream_key(0, c, -1, 0), 0};
+    size_t bytes = c->codec->encode(c->prm, &ctx, c->in, c->count, msg_mine(c), c->scratch);
+    c->wire_bytes = bytes - RANDK_HEADER; /* the values are all that travels */
+    if (c->delta) {
+        memset(c->delta, 0, c->count * sizeof(float));
+        TERSE_CHECK(c->codec->decode_add(c->prm, msg_mine(c), bytes, c->count, c->delta, c->scratch));
+    }
+    return TERSE_OK;
+}
+
+static terse_status_t randk_exchange(proto_call_t *c)
+{
+    size_t k = randk_k(c->prm, c->count);
+    unsigned char *agg = msg_agg(c);
+    memcpy(agg, msg_mine(c), RANDK_HEADER);
+    proto_call_t v;
+    memset(&v, 0, sizeof v);
+    v.tp = c->tp;
+    v.codec = &codec_none_ops;
+    v.count = v.rows = k;
+    v.cols = 1;
+    v.layer = c->layer;
+    v.calls = c->calls;
+    v.in = (const float *)(msg_mine(c) + RANDK_HEADER);
+    v.out = (float *)(agg + RANDK_HEADER);
+    v.mean = c->mean;
+    v.ws = agg + align64(c->codec->max_bytes(c->prm, c->count));
+    v.bad_rank = -1;
+    terse_status_t s = protocol_dense.encode(&v);
+    if (s == TERSE_OK) s = protocol_dense.exchange(&v);
+    if (s == TERSE_OK) s = protocol_dense.decode(&v);
+    if (s == TERSE_ERR_MISMATCH) c->bad_rank = v.bad_rank;
+    return s;
+}
+
+static terse_status_t randk_decode(proto_call_t *c)
+{
+    memset(c->out, 0, c->count * sizeof(float));
+    size_t bytes = RANDK_HEADER + 4 * randk_k(c->prm, c->count);
+    return c->codec->decode_add(c->prm, msg_agg(c), bytes, c->count, c->out, c->scratch);
+}
+
+const protocol_ops_t protocol_randk = {
+    sizeof(protocol_ops_t), "randk_values", randk_workspace, NULL, randk_encode, randk_exchange,
+    randk_decode,
+};
