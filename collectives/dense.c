@@ -72,11 +72,12 @@ static terse_status_t dense_encode(proto_call_t *c)
 {
     dense_ws_t w = dense_layout(c);
     int n = c->tp->size;
-    codec_ctx_t ctx = {protocol_stream_key(0, c, c->tp->rank, 0), 0};
+    codec_ctx_t ctx = {protocol_stream_key(0, c, c->tp->rank, 0), 0, 0, 1};
     size_t total = 0;
     for (int r = 0; r < n; r++) {
         size_t b = protocol_chunk_begin(c->count, n, r), e = protocol_chunk_begin(c->count, n, r + 1);
         ctx.offset = b;
+        ctx.rows = e - b;
         total += c->codec->encode(c->prm, &ctx, c->in + b, e - b, w.send + w.sd[r], c->scratch);
     }
     c->wire_bytes = total;
@@ -112,7 +113,7 @@ static terse_status_t dense_exchange(proto_call_t *c)
     }
     if (c->mean)
         for (size_t j = 0; j < me_len; j++) w.acc[j] /= (float)n;
-    codec_ctx_t ctx = {protocol_stream_key(0, c, me, 1), mb};
+    codec_ctx_t ctx = {protocol_stream_key(0, c, me, 1), mb, me_len, 1};
     c->codec->encode(c->prm, &ctx, w.acc, me_len, w.gath + w.sd[me], c->scratch);
 
     /* round 2: chunk r is sc[r] bytes at sd[r], on every rank */

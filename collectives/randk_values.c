@@ -31,7 +31,7 @@ static unsigned char *msg_agg(const proto_call_t *c)
 
 static terse_status_t randk_encode(proto_call_t *c)
 {
-    const codec_ctx_t ctx = {protocol_stream_key(0, c, -1, 0), 0};
+    const codec_ctx_t ctx = {protocol_stream_key(0, c, -1, 0), 0, c->rows, c->cols};
     size_t bytes = c->codec->encode(c->prm, &ctx, c->in, c->count, msg_mine(c), c->scratch);
     c->wire_bytes = bytes - RANDK_HEADER; /* the values are all that travels */
     if (c->delta) {

@@ -35,7 +35,7 @@ static unsigned char *slot(const proto_call_t *c, int r)
 static terse_status_t sparse_encode(proto_call_t *c)
 {
     unsigned char *mine = slot(c, c->tp->rank);
-    const codec_ctx_t ctx = {protocol_stream_key(0, c, c->tp->rank, 0), 0};
+    const codec_ctx_t ctx = {protocol_stream_key(0, c, c->tp->rank, 0), 0, c->rows, c->cols};
     c->wire_bytes = c->codec->encode(c->prm, &ctx, c->in, c->count, mine, c->scratch);
     if (c->delta) {
         memset(c->delta, 0, c->count * sizeof(float));

@@ -22,12 +22,15 @@ typedef enum {
 } codec_protocol_t;
 
 /* Where an encode sits, for codecs that draw random numbers (qsgd's stochastic rounding,
- * randk's indices): the stream key identifies (seed, layer, call, rank, phase) and offset
- * is the index in the layer of in[0], so a chunk encodes exactly as it would inside the
- * whole vector. Deterministic codecs ignore it. */
+ * randk's indices) or need the layer's shape (powersgd): the stream key identifies (seed,
+ * layer, call, rank, phase); offset is the index in the layer of in[0], so a chunk encodes
+ * exactly as it would inside the whole vector; rows x cols is the shape of in[0..count)
+ * as a row-major matrix (a codec views it as count x 1 when ctx is NULL or rows * cols !=
+ * count). Codecs that need none of it ignore it; ctx may be NULL. */
 typedef struct {
     uint64_t key;
     size_t offset;
+    size_t rows, cols;
 } codec_ctx_t;
 
 typedef struct codec_ops {

@@ -130,7 +130,7 @@ static void variant_params(const method_def_t *m, int v, double p[TERSE_MAX_PARA
 START_TEST(built_codec_encodes_at_most_max_bytes)
 {
     static const size_t sizes[] = {0, 1, 7, 1000};
-    const codec_ctx_t ctx = {0x5eed, 0};
+    const codec_ctx_t ctx = {0x5eed, 0, 0, 0};
     uint64_t s = 11;
     for (size_t i = 0; i < codec_registry_len; i++) {
         const method_def_t *m = &codec_registry[i];
