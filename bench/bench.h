@@ -18,6 +18,10 @@ typedef struct {
 int shapes_parse(const char *text, shape_list_t *out);
 size_t shapes_total(const shape_list_t *s);
 
+/* The shape a flat buffer of count floats is registered with: R x C, C the largest power of
+ * two with C * C <= count, when C divides count; count x 1 otherwise. */
+bench_shape_t bench_flat_shape(size_t count);
+
 /* Parses "64K", "1M", "100M", "2G" (binary suffixes) as bytes; 0 on success. */
 int bench_parse_bytes(const char *s, size_t *out);
 

@@ -65,3 +65,15 @@ size_t shapes_total(const shape_list_t *s)
     for (size_t i = 0; i < s->n; i++) t += s->v[i].rows * s->v[i].cols;
     return t;
 }
+
+bench_shape_t bench_flat_shape(size_t count)
+{
+    size_t c = 1;
+    while ((c * 2) <= count / (c * 2)) c *= 2;
+    bench_shape_t s = {count, 1};
+    if (c > 1 && count % c == 0) {
+        s.rows = count / c;
+        s.cols = c;
+    }
+    return s;
+}

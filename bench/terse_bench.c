@@ -3,13 +3,21 @@
  *   mpirun -np N terse-bench [--config STRING | --compressor SPEC --feedback SPEC
  *                            --adapt SPEC] [--sizes MIN:MAX | --shape RxC,... | --shape resnet50]
  *                            [--iters N] [--warmup N] [--baseline] [--check] [--json FILE]
+ *                            [--converge 1,10,100]
  *   terse-bench --kernels [--compressor SPEC] [--sizes MIN:MAX]
+ *
+ * A flat size is one layer registered as a near-square R x C matrix (C the largest power of
+ * two at most sqrt(count), when it divides count; count x 1 otherwise), so that the codecs
+ * that look at shapes (dgc, powersgd) compress it as they would a weight matrix.
  *
  * Every call reduces the same synthetic per-rank gradient. time(us) is the slowest rank's
  * mean time per call. relerr (with --check) is the relative L2 error of the first call's
  * result against the exact mean (computed in double), before any feedback has built up;
  * --check also compares a hash of the first and last results across ranks and fails the
- * run if any two ranks differ. */
+ * run if any two ranks differ. --converge T1,T2,... then repeats the call on the same input
+ * with a fresh communicator (terse_step_end after each) and prints the relative error of the
+ * running mean of the outputs after T1, T2, ... calls: with error feedback it approaches the
+ * exact mean. */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -24,6 +32,7 @@ typedef struct {
     const char *config, *compressor, *feedback, *adapt, *json, *shape, *device;
     size_t min_bytes, max_bytes;
     int iters, warmup, baseline, check, kernels;
+    int converge[16], n_converge;
 } opts_t;
 
 typedef struct {
@@ -49,6 +58,7 @@ static void usage(FILE *f)
             "  --baseline            also time dense MPI_Allreduce of the same data\n"
             "  --check               relative error against the exact mean; cross-rank hash check\n"
             "  --json FILE           write the rows as JSON too\n"
+            "  --converge T1,T2,...  relative error of the running mean after T1, T2, ... calls\n"
             "  --kernels             single process: codec encode/decode time next to memcpy\n"
             "  --device cpu|cuda     where the buffers live (cuda is not built yet)\n");
 }
@@ -81,6 +91,24 @@ static int parse_args(int argc, char **argv, opts_t *o)
         else if (!strcmp(a, "--baseline")) o->baseline = 1;
         else if (!strcmp(a, "--check")) o->check = 1;
         else if (!strcmp(a, "--kernels")) o->kernels = 1;
+        else if (!strcmp(a, "--converge")) {
+            VALUE();
+            char *end = NULL;
+            const char *q = v;
+            o->n_converge = 0;
+            while (*q) {
+                long t = strtol(q, &end, 10);
+                int prev = o->n_converge ? o->converge[o->n_converge - 1] : 0;
+                if (end == q || t <= prev || t > 1000000 || o->n_converge == 16 ||
+                    (*end && *end != ',')) {
+                    fprintf(stderr, "terse-bench: --converge '%s': want up to 16 increasing "
+                                    "call counts, e.g. 1,10,100\n", v);
+                    return 2;
+                }
+                o->converge[o->n_converge++] = (int)t;
+                q = *end ? end + 1 : end;
+            }
+        }
         else if (!strcmp(a, "--sizes")) {
             VALUE();
             char lo[64], hi[64];
@@ -329,6 +357,58 @@ static int run_terse(const opts_t *o, const char *cfg, const bench_shape_t *shap
     return all_ok ? 0 : 1;
 }
 
+/* --converge: the same input reduced again and again; the running mean of the outputs
+ * against the exact mean after each listed number of calls. */
+static int run_converge(const opts_t *o, const char *cfg, const bench_shape_t *shapes,
+                        size_t n_layers, float *const *grad, float *const *buf,
+                        const size_t *counts, size_t bytes, int sum)
+{
+    terse_comm_t *comm = NULL;
+    terse_status_t s = terse_comm_create_mpi(MPI_COMM_WORLD, cfg, &comm);
+    int *ids = malloc(n_layers * sizeof *ids);
+    float **mean = calloc(n_layers, sizeof *mean);
+    double **acc = calloc(n_layers, sizeof *acc);
+    int ok = s == TERSE_OK && ids && mean && acc;
+    for (size_t l = 0; ok && l < n_layers; l++) {
+        char name[32];
+        snprintf(name, sizeof name, "layer%zu", l);
+        ok = terse_layer_add(comm, name, shapes[l].rows, shapes[l].cols, NULL, &ids[l]) == TERSE_OK;
+        mean[l] = malloc(counts[l] * sizeof(float) + 4);
+        acc[l] = calloc(counts[l] + 1, sizeof(double));
+        ok = ok && mean[l] && acc[l];
+    }
+    int next = 0;
+    for (int t = 1; ok && next < o->n_converge; t++) {
+        for (size_t l = 0; l < n_layers; l++) memcpy(buf[l], grad[l], counts[l] * sizeof(float));
+        s = terse_allreduce_many(comm, (int)n_layers, ids, buf);
+        if (s != TERSE_OK || terse_step_end(comm) != TERSE_OK) { ok = 0; break; }
+        for (size_t l = 0; l < n_layers; l++)
+            for (size_t i = 0; i < counts[l]; i++) acc[l][i] += buf[l][i];
+        if (t != o->converge[next]) continue;
+        next++;
+        for (size_t l = 0; l < n_layers; l++)
+            for (size_t i = 0; i < counts[l]; i++) mean[l][i] = (float)(acc[l][i] / t);
+        double e = relerr_of((const float *const *)mean, grad, counts, n_layers, sum);
+        if (rank_ == 0) {
+            printf("# converge %zu B: running mean of %d calls: relerr %.3e\n", bytes, t, e);
+            fflush(stdout);
+        }
+    }
+    if (!ok && rank_ == 0)
+        fprintf(stderr, "terse-bench: --converge: %s\n", terse_last_error());
+    for (size_t l = 0; l < n_layers; l++) {
+        if (mean) free(mean[l]);
+        if (acc) free(acc[l]);
+    }
+    free(mean);
+    free(acc);
+    free(ids);
+    terse_comm_destroy(comm);
+    int all_ok = ok;
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    return all_ok ? 0 : 1;
+}
+
 static int build_config(const opts_t *o, char *buf, size_t len)
 {
     if (o->config && (o->compressor || o->feedback || o->adapt)) {
@@ -393,7 +473,7 @@ int main(int argc, char **argv)
         return 2;
     }
     for (size_t bytes = o.min_bytes; bytes <= o.max_bytes; bytes *= 2) {
-        bench_shape_t flat = {bytes / 4, 1};
+        bench_shape_t flat = bench_flat_shape(bytes / 4);
         const bench_shape_t *sh = o.shape ? shapes.v : &flat;
         size_t n_layers = o.shape ? shapes.n : 1;
         size_t *counts = calloc(n_layers, sizeof *counts);
@@ -424,6 +504,8 @@ int main(int argc, char **argv)
             json_row(json, &row, first);
             first = 0;
         }
+        if (rc != 2 && o.n_converge && run_converge(&o, cfg, sh, n_layers, grad, buf, counts, bytes, sum))
+            failed = 1;
         for (size_t l = 0; l < n_layers; l++) { free(grad[l]); free(buf[l]); }
         free(grad); free(buf); free(counts);
         if (failed == 2 || o.shape) break;
