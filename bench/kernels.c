@@ -52,7 +52,8 @@ int bench_kernels(const char *const *codecs, size_t n_codecs, size_t min_bytes, 
             void *msg = malloc(ops->max_bytes(p, n) + 1);
             void *scratch = malloc(ops->scratch_bytes(p, n) + 1);
             if (!msg || !scratch) return 1;
-            const codec_ctx_t ctx = {0x5eed, 0, 0, 0};
+            const bench_shape_t shape = bench_flat_shape(n);
+            const codec_ctx_t ctx = {0x5eed, 0, shape.rows, shape.cols};
             double enc = 0, dec = 0, cpy = 0;
             for (int it = -warmup; it < iters; it++) {
                 double t0 = now_us();

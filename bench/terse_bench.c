@@ -432,9 +432,10 @@ int main(int argc, char **argv)
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : rc;
     if (o.kernels) {
-        const char *defaults[] = {"fp16", "bf16", "topk:density=0.01"};
+        const char *defaults[] = {"fp16", "bf16", "topk:density=0.01", "randk:density=0.01"};
         const char *one[1] = {o.compressor};
-        return bench_kernels(o.compressor ? one : defaults, o.compressor ? 1 : 3, o.min_bytes,
+        return bench_kernels(o.compressor ? one : defaults,
+                             o.compressor ? 1 : sizeof defaults / sizeof defaults[0], o.min_bytes,
                              o.max_bytes, o.iters, o.warmup);
     }
     MPI_Init(&argc, &argv);
