@@ -361,8 +361,10 @@ static int run_terse(const opts_t *o, const char *cfg, const bench_shape_t *shap
  * against the exact mean after each listed number of calls. */
 static int run_converge(const opts_t *o, const char *cfg, const bench_shape_t *shapes,
                         size_t n_layers, float *const *grad, float *const *buf,
-                        const size_t *counts, size_t bytes, int sum)
+                        const size_t *counts, int sum)
 {
+    size_t bytes = 0;
+    for (size_t l = 0; l < n_layers; l++) bytes += counts[l] * sizeof(float);
     terse_comm_t *comm = NULL;
     terse_status_t s = terse_comm_create_mpi(MPI_COMM_WORLD, cfg, &comm);
     int *ids = malloc(n_layers * sizeof *ids);
@@ -505,7 +507,7 @@ int main(int argc, char **argv)
             json_row(json, &row, first);
             first = 0;
         }
-        if (rc != 2 && o.n_converge && run_converge(&o, cfg, sh, n_layers, grad, buf, counts, bytes, sum))
+        if (rc != 2 && o.n_converge && run_converge(&o, cfg, sh, n_layers, grad, buf, counts, sum))
             failed = 1;
         for (size_t l = 0; l < n_layers; l++) { free(grad[l]); free(buf[l]); }
         free(grad); free(buf); free(counts);

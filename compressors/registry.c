@@ -5,36 +5,15 @@
 #include <string.h>
 
 #include "codec.h"
+#include "dgc.h"
+#include "onebit.h"
+#include "powersgd.h"
+#include "qsgd.h"
 #include "randk.h"
 #include "topk.h"
 
 extern const codec_ops_t codec_none_ops, codec_fp16_ops, codec_bf16_ops, codec_topk_ops,
     codec_randk_ops;
-
-static const char *const onebit_scales[] = {"l1", "l2", NULL};
-
-static const param_def_t onebit_params[] = {
-    {"scale", 0.0, 0.0, 1.0, 0, 1, onebit_scales},
-};
-static const param_def_t qsgd_params[] = {
-    {"bits", 4.0, 1.0, 8.0, 0, 1, NULL},
-    {"bucket", 512.0, 1.0, 16777216.0, 0, 1, NULL},
-    {"stochastic", 1.0, 0.0, 1.0, 0, 1, NULL},
-};
-static const param_def_t dgc_params[] = {
-    {"density", 0.001, 0.0, 1.0, 1, 0, NULL},
-    {"sample", 0.01, 0.0, 1.0, 1, 0, NULL},
-    {"momentum", 0.9, 0.0, 1.0, 0, 0, NULL},
-    {"nesterov", 0.0, 0.0, 1.0, 0, 1, NULL},
-    {"clip", NAN, 0.0, INFINITY, 1, 0, NULL},
-    {"warmup", 0.0, 0.0, 1e12, 0, 1, NULL},
-};
-static const param_def_t powersgd_params[] = {
-    {"rank", 4.0, 1.0, 1024.0, 0, 1, NULL},
-    {"start", 0.0, 0.0, 1e15, 0, 1, NULL},
-    {"min_rate", 2.0, 1.0, 1e9, 0, 0, NULL},
-    {"warm_start", 1.0, 0.0, 1.0, 0, 1, NULL},
-};
 
 #define ROW(name, params, ops) {name, params, sizeof params / sizeof params[0], ops}
 #define ROW0(name, ops) {name, NULL, 0, ops}
@@ -46,10 +25,10 @@ const method_def_t codec_registry[] = {
     ROW0("bf16", &codec_bf16_ops),
     {"topk", topk_params, TOPK_N_PARAMS, &codec_topk_ops},
     {"randk", randk_params, RANDK_N_PARAMS, &codec_randk_ops},
-    ROW("onebit", onebit_params, NULL),
-    ROW("qsgd", qsgd_params, NULL),
-    ROW("dgc", dgc_params, NULL),
-    ROW("powersgd", powersgd_params, NULL),
+    {"onebit", onebit_params, ONEBIT_N_PARAMS, &codec_onebit_ops},
+    {"qsgd", qsgd_params, QSGD_N_PARAMS, &codec_qsgd_ops},
+    {"dgc", dgc_params, DGC_N_PARAMS, &codec_dgc_ops},
+    {"powersgd", powersgd_params, POWERSGD_N_PARAMS, &codec_powersgd_ops},
     ROW0("auto", NULL),
 };
 const size_t codec_registry_len = sizeof codec_registry / sizeof codec_registry[0];

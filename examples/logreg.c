@@ -30,10 +30,9 @@
 #include <string.h>
 
 #include "libsvm.h"
+#include "logreg_model.h"
 #include "terse.h"
 #include "terse_mpi.h"
-
-typedef enum { REG_L2, REG_NONCONVEX } reg_t;
 
 typedef struct {
     const char *data;       /* LibSVM file (required)                       */
@@ -41,7 +40,7 @@ typedef struct {
     const char *feedback;   /* feedback spec, "none" by default             */
     double lr;              /* step size; 0 means 1/L                        */
     double lambda;          /* regularisation weight                        */
-    reg_t reg;
+    logreg_reg_t reg;
     long iters;
     long report;            /* print every `report` steps                    */
     size_t features;        /* 0: the largest index in the file              */
@@ -120,8 +119,8 @@ static int parse_long(const char *s, long *out)
  * and "--flag=VALUE". */
 static int parse_args(int argc, char **argv, opts_t *o, char *msg, size_t len)
 {
-    *o = (opts_t){.compressor = "none", .feedback = "none", .lambda = 1e-3, .reg = REG_L2,
-                  .iters = 200, .report = 20};
+    *o = (opts_t){.compressor = "none", .feedback = "none", .lambda = 1e-3,
+                  .reg = LOGREG_REG_L2, .iters = 200, .report = 20};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 1;
@@ -155,8 +154,8 @@ static int parse_args(int argc, char **argv, opts_t *o, char *msg, size_t len)
             if (!strcmp(flag, "--compressor")) o->compressor = v;
             else o->feedback = v;
         } else if (!strcmp(flag, "--reg")) {
-            if (!strcmp(v, "l2")) o->reg = REG_L2;
-            else if (!strcmp(v, "nonconvex")) o->reg = REG_NONCONVEX;
+            if (!strcmp(v, "l2")) o->reg = LOGREG_REG_L2;
+            else if (!strcmp(v, "nonconvex")) o->reg = LOGREG_REG_NONCONVEX;
             else {
                 snprintf(msg, len, "--reg '%s': accepted are l2 and nonconvex", v);
                 return -1;
@@ -205,62 +204,15 @@ static int parse_args(int argc, char **argv, opts_t *o, char *msg, size_t len)
     return 0;
 }
 
-/* ---- The model ------------------------------------------------------------------------- */
-
-static double reg_value(reg_t reg, double lambda, const double *x, size_t d)
-{
-    double r = 0;
-    for (size_t k = 0; k < d; k++)
-        r += reg == REG_L2 ? 0.5 * x[k] * x[k] : x[k] * x[k] / (1 + x[k] * x[k]);
-    return lambda * r;
-}
-
-static double reg_grad(reg_t reg, double lambda, double xk)
-{
-    if (reg == REG_L2) return lambda * xk;
-    double q = 1 + xk * xk;
-    return lambda * 2 * xk / (q * q);
-}
-
-/* The smoothness constant of R: its largest second derivative (1 for |x|^2/2; 2, at x = 0,
- * for x^2/(1+x^2)), times lambda. */
-static double reg_smoothness(reg_t reg, double lambda)
-{
-    return reg == REG_L2 ? lambda : 2 * lambda;
-}
-
-/* One pass over this rank's rows at x: the sum of the logistic losses, the number of rows
- * classified right (a.x > 0 predicts +1) and the sum of the losses' gradients (d wide). */
-static void local_pass(const libsvm_data_t *D, const double *x, double *loss, double *correct,
-                       double *gsum)
-{
-    const size_t d = D->cols;
-    double l = 0, c = 0;
-    memset(gsum, 0, d * sizeof *gsum);
-    for (size_t i = 0; i < D->rows; i++) {
-        const double *a = D->x + i * d, b = D->y[i];
-        double z = 0;
-        for (size_t k = 0; k < d; k++) z += a[k] * x[k];
-        double m = b * z;
-        /* log(1 + e^-m) and sigma(-m) = 1/(1 + e^m), without overflow for either sign of m */
-        double e = exp(-fabs(m));
-        l += (m > 0 ? 0 : -m) + log1p(e);
-        double s = m > 0 ? e / (1 + e) : 1 / (1 + e);
-        c += (z > 0 ? 1.0 : -1.0) == b;
-        double w = -b * s;
-        for (size_t k = 0; k < d; k++) gsum[k] += w * a[k];
-    }
-    *loss = l;
-    *correct = c;
-}
+/* ---- The step size ---------------------------------------------------------------------- */
 
 /* lambda_max(A^T A) over all ranks' rows, by power iteration from the all-ones direction
  * (Rayleigh quotient, stopped when it changes by less than 1e-9 relative, or after 1000
  * rounds). It approaches from below; 1/L stays a safe step since gradient descent is stable
  * up to 2/L. Collective over comm. */
-static int power_iteration(const libsvm_data_t *D, MPI_Comm comm, double *lmax, int *rounds)
+static int power_iteration(const logreg_rows_t *A, MPI_Comm comm, double *lmax, int *rounds)
 {
-    const size_t d = D->cols;
+    const size_t d = A->cols;
     double *v = malloc((d + 1) * sizeof *v), *w = malloc((d + 1) * sizeof *w);
     if (!v || !w) {
         free(v);
@@ -273,11 +225,10 @@ static int power_iteration(const libsvm_data_t *D, MPI_Comm comm, double *lmax, 
     while (r < 1000) {
         r++;
         memset(w, 0, d * sizeof *w);
-        for (size_t i = 0; i < D->rows; i++) {
-            const double *a = D->x + i * d;
+        for (size_t i = 0; i < A->rows; i++) {
             double z = 0;
-            for (size_t k = 0; k < d; k++) z += a[k] * v[k];
-            for (size_t k = 0; k < d; k++) w[k] += z * a[k];
+            for (size_t j = A->ptr[i]; j < A->ptr[i + 1]; j++) z += A->val[j] * v[A->idx[j]];
+            for (size_t j = A->ptr[i]; j < A->ptr[i + 1]; j++) w[A->idx[j]] += z * A->val[j];
         }
         if (MPI_Allreduce(MPI_IN_PLACE, w, (int)d, MPI_DOUBLE, MPI_SUM, comm) != MPI_SUCCESS) {
             free(v);
@@ -370,6 +321,7 @@ int main(int argc, char **argv)
     double *x = NULL, *gsum = NULL, *exact = NULL;
     float *g = NULL;
     libsvm_data_t D = {0};
+    logreg_rows_t A = {0};
     terse_status_t s;
 
     /* Data: this rank's rows only; every rank parses the whole file, so all agree on N, d
@@ -387,6 +339,12 @@ int main(int argc, char **argv)
     }
     snprintf(msg, sizeof msg, "cannot allocate the model of %zu features", d);
     if (!all_ok(ok, rank, msg)) goto out;
+    /* The passes run over the sparse copy of the rows; the dense matrix is no longer needed. */
+    ok = logreg_rows_build(&D, &A) == 0;
+    snprintf(msg, sizeof msg, "cannot allocate the sparse copy of %zu rows", D.rows);
+    if (!all_ok(ok, rank, msg)) goto out;
+    free(D.x);
+    D.x = NULL;
 
     /* The communicator. min_size=0: the model is compressed however small it is. */
     char config[512], in_effect[1024];
@@ -407,10 +365,10 @@ int main(int argc, char **argv)
     double lmax = 0, L = 0, lr = o.lr;
     int rounds = 0;
     if (lr == 0) {
-        ok = power_iteration(&D, MPI_COMM_WORLD, &lmax, &rounds) == 0;
+        ok = power_iteration(&A, MPI_COMM_WORLD, &lmax, &rounds) == 0;
         snprintf(msg, sizeof msg, "power iteration for the step size failed (allocation or MPI)");
         if (!all_ok(ok, rank, msg)) goto out;
-        L = lmax / (4.0 * (double)N) + reg_smoothness(o.reg, o.lambda);
+        L = lmax / (4.0 * (double)N) + logreg_reg_smoothness(o.reg, o.lambda);
         lr = L > 0 ? 1 / L : 1;
     }
 
@@ -429,11 +387,12 @@ int main(int argc, char **argv)
             printf("# ranks %d: %zu rows on %s %s%d, %zu on rank %d (sequential split, "
                    "remainder to the last)\n", size, n0, size > 2 ? "each of ranks" : "rank",
                    size > 2 ? "0.." : "", size - 2, nl, size - 1);
-        printf("# model: logistic loss + %s, lambda %g; iters %ld; lr %.6g", o.reg == REG_L2 ?
-               "l2 lambda/2 |x|^2" : "nonconvex lambda sum x^2/(1+x^2)", o.lambda, o.iters, lr);
+        printf("# model: logistic loss + %s, lambda %g; iters %ld; lr %.6g",
+               o.reg == LOGREG_REG_L2 ? "l2 lambda/2 |x|^2" : "nonconvex lambda sum x^2/(1+x^2)",
+               o.lambda, o.iters, lr);
         if (o.lr == 0)
             printf(" = 1/L, L = lambda_max(A^T A)/(4N) + %g = %.6g (power iteration, %d rounds)\n",
-                   reg_smoothness(o.reg, o.lambda), L, rounds);
+                   logreg_reg_smoothness(o.reg, o.lambda), L, rounds);
         else
             printf(" (given)\n");
         printf("# terse %u, config: %s\n", terse_version(), in_effect);
@@ -446,7 +405,7 @@ int main(int argc, char **argv)
     double t0 = MPI_Wtime(), final_loss = NAN;
     for (long t = 0;; t++) {
         double loss, correct;
-        local_pass(&D, x, &loss, &correct, gsum);
+        logreg_pass(&A, x, &loss, &correct, gsum);
         if (t % o.report == 0 || t == o.iters) {
             exact[0] = loss;
             exact[1] = correct;
@@ -457,9 +416,9 @@ int main(int argc, char **argv)
                         rank);
                 MPI_Abort(MPI_COMM_WORLD, 1);
             }
-            double f = exact[0] / (double)N + reg_value(o.reg, o.lambda, x, d), gn = 0;
+            double f = exact[0] / (double)N + logreg_reg_value(o.reg, o.lambda, x, d), gn = 0;
             for (size_t k = 0; k < d; k++) {
-                double gk = exact[2 + k] / (double)N + reg_grad(o.reg, o.lambda, x[k]);
+                double gk = exact[2 + k] / (double)N + logreg_reg_grad(o.reg, o.lambda, x[k]);
                 gn += gk * gk;
             }
             final_loss = f;
@@ -472,7 +431,7 @@ int main(int argc, char **argv)
         if (t == o.iters) break;
 
         for (size_t k = 0; k < d; k++)
-            g[k] = (float)(weight * gsum[k] + reg_grad(o.reg, o.lambda, x[k]));
+            g[k] = (float)(weight * gsum[k] + logreg_reg_grad(o.reg, o.lambda, x[k]));
         s = terse_allreduce(tc, layer, g);
         if (s != TERSE_OK) {
             loop_failed(rank, size, "terse_allreduce", s);
@@ -514,6 +473,7 @@ out:
                 terse_status_string(s), terse_last_error());
         rc = 1;
     }
+    logreg_rows_free(&A);
     libsvm_free(&D);
     free(x);
     free(gsum);

@@ -208,13 +208,13 @@ static const method_case_t codec_cases[] = {
     {"topk:k=5", "topk:k=5"},
     {"topk", "topk"},
     {"randk:density=0.01,seed=3", "randk:density=0.01,seed=3,unbiased=0"},
-    {"onebit", "onebit:scale=l1"},
+    {"onebit", "onebit:scale=l2"},
     {"onebit:scale=l2", "onebit:scale=l2"},
-    {"qsgd:bits=4,bucket=512,stochastic=0", "qsgd:bits=4,bucket=512,stochastic=0"},
+    {"qsgd:bits=4,bucket=512,stochastic=0", "qsgd:bits=4,bucket=512,stochastic=0,seed=0"},
     {"dgc:density=0.001,sample=0.01,momentum=0.9,nesterov=1,clip=1,warmup=100",
-     "dgc:density=0.001,sample=0.01,momentum=0.9,nesterov=1,clip=1,warmup=100"},
+     "dgc:density=0.001,sample=0.01,momentum=0.9,nesterov=1,clip=1,warmup=100,schedule=paper"},
     {"powersgd:rank=4,start=10,min_rate=2,warm_start=1",
-     "powersgd:rank=4,start=10,min_rate=2,warm_start=1"},
+     "powersgd:rank=4,start=10,min_rate=2,warm_start=1,seed=0"},
     {"auto", "auto"},
 };
 #define N_CODEC_CASES ((int)(sizeof codec_cases / sizeof codec_cases[0]))
