@@ -139,6 +139,38 @@ const protocol_ops_t protocol_dense = {
     sizeof(protocol_ops_t), "dense", dense_workspace, NULL, dense_encode, dense_exchange, dense_decode,
 };
 
+extern const codec_ops_t codec_none_ops;
+
+size_t protocol_dense_floats_workspace(size_t count, int nranks)
+{
+    const proto_shape_t s = {&codec_none_ops, NULL, count, 1, count, nranks};
+    return dense_workspace(&s);
+}
+
+terse_status_t protocol_dense_floats(proto_call_t *outer, const float *in, float *out,
+                                     size_t count, int mean, void *ws)
+{
+    proto_call_t v;
+    memset(&v, 0, sizeof v);
+    v.tp = outer->tp;
+    v.codec = &codec_none_ops;
+    v.count = v.rows = count;
+    v.cols = 1;
+    v.layer = outer->layer;
+    v.calls = outer->calls;
+    v.step = outer->step;
+    v.in = in;
+    v.out = out;
+    v.mean = mean;
+    v.ws = ws;
+    v.bad_rank = -1;
+    terse_status_t s = dense_encode(&v);
+    if (s == TERSE_OK) s = dense_exchange(&v);
+    if (s == TERSE_OK) s = dense_decode(&v);
+    if (s == TERSE_ERR_MISMATCH) outer->bad_rank = v.bad_rank;
+    return s;
+}
+
 const protocol_ops_t *protocol_for(const codec_ops_t *codec)
 {
     switch (codec->protocol) {

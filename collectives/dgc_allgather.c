@@ -28,7 +28,6 @@
 #include "protocol.h"
 #include "topk.h"
 
-extern const codec_ops_t codec_none_ops;
 
 static size_t align64(size_t b) { return (b + 63) & ~(size_t)63; }
 
@@ -36,20 +35,13 @@ static size_t floats64(size_t count) { return align64(count * sizeof(float)); }
 
 static size_t msg_bytes(const double *prm, size_t count) { return 4 + 8 * dgc_max_selects(prm, count); }
 
-static proto_shape_t dense_shape(size_t count, int nranks)
-{
-    const proto_shape_t s = {&codec_none_ops, NULL, count, 1, count, nranks};
-    return s;
-}
-
 /* Workspace, sparsified: v' | the clipping factor | one message slot per rank (msg_bytes
  * apart) | counts, displacements. Dense: mmt' | the dense protocol's workspace for count
  * floats. */
 static size_t dgc_workspace(const proto_shape_t *s)
 {
     if (!dgc_sparsifies(s->prm, s->rows, s->cols)) {
-        const proto_shape_t d = dense_shape(s->count, s->nranks);
-        return floats64(s->count) + protocol_dense.workspace_bytes(&d);
+        return floats64(s->count) + protocol_dense_floats_workspace(s->count, s->nranks);
     }
     return floats64(s->count) + 64 + align64((size_t)s->nranks * msg_bytes(s->prm, s->count)) +
            align64(2 * (size_t)s->nranks * sizeof(size_t));
@@ -178,25 +170,8 @@ static terse_status_t dense_encode(proto_call_t *c)
 /* g_bar into c->out by the dense protocol as a sub-call on the same transport. */
 static terse_status_t dense_exchange(proto_call_t *c)
 {
-    proto_call_t d;
-    memset(&d, 0, sizeof d);
-    d.tp = c->tp;
-    d.codec = &codec_none_ops;
-    d.count = d.rows = c->count;
-    d.cols = 1;
-    d.layer = c->layer;
-    d.calls = c->calls;
-    d.step = c->step;
-    d.in = c->in;
-    d.out = c->out;
-    d.mean = c->mean;
-    d.ws = (unsigned char *)c->ws + floats64(c->count);
-    d.bad_rank = -1;
-    terse_status_t s = protocol_dense.encode(&d);
-    if (s == TERSE_OK) s = protocol_dense.exchange(&d);
-    if (s == TERSE_OK) s = protocol_dense.decode(&d);
-    if (s == TERSE_ERR_MISMATCH) c->bad_rank = d.bad_rank;
-    return s;
+    return protocol_dense_floats(c, c->in, c->out, c->count, c->mean,
+                                 (unsigned char *)c->ws + floats64(c->count));
 }
 
 static terse_status_t dense_decode(proto_call_t *c)

@@ -31,8 +31,6 @@
 #include "powersgd.h"
 #include "protocol.h"
 
-extern const codec_ops_t codec_none_ops;
-
 static size_t align64(size_t b) { return (b + 63) & ~(size_t)63; }
 
 typedef struct {
@@ -51,12 +49,6 @@ static void lowrank_dims(size_t rows, size_t cols, size_t count, size_t *rows_p,
     *cols_p = rows * cols == count ? cols : 1;
 }
 
-static size_t dense_ws_for(size_t count, int nranks)
-{
-    const proto_shape_t s = {&codec_none_ops, NULL, count, 1, count, nranks};
-    return protocol_dense.workspace_bytes(&s);
-}
-
 /* Sizes the factors and the sub-call workspace; with a base, also places them. */
 static size_t lowrank_layout(const double *prm, size_t rows_in, size_t cols_in, size_t count,
                              int nranks, void *base, lowrank_ws_t *w)
@@ -66,10 +58,10 @@ static size_t lowrank_layout(const double *prm, size_t rows_in, size_t cols_in, 
     const size_t r = powersgd_rank(prm, rows, cols);
     const size_t pb = align64(rows * r * sizeof(float)), qb = align64(cols * r * sizeof(float));
     const size_t ab = align64(powersgd_acc_doubles(r) * sizeof(double));
-    size_t sub = dense_ws_for(rows * r, nranks), qs = dense_ws_for(cols * r, nranks);
+    size_t sub = protocol_dense_floats_workspace(rows * r, nranks), qs = protocol_dense_floats_workspace(cols * r, nranks);
     if (qs > sub) sub = qs;
     if (prm[POWERSGD_START] > 0) {
-        size_t ds = dense_ws_for(count, nranks);
+        size_t ds = protocol_dense_floats_workspace(count, nranks);
         if (ds > sub) sub = ds;
     }
     if (base) {
@@ -113,44 +105,11 @@ static int lowrank_dense_phase(const proto_call_t *c)
     return (double)c->calls < c->prm[POWERSGD_START];
 }
 
-/* The dense protocol on count floats in -> out, in the sub-call workspace. */
-static proto_call_t lowrank_sub(const proto_call_t *c, const lowrank_ws_t *w, const float *in,
-                                float *out, size_t count, int mean)
-{
-    proto_call_t v;
-    memset(&v, 0, sizeof v);
-    v.tp = c->tp;
-    v.codec = &codec_none_ops;
-    v.count = v.rows = count;
-    v.cols = 1;
-    v.layer = c->layer;
-    v.calls = c->calls;
-    v.in = in;
-    v.out = out;
-    v.mean = mean;
-    v.ws = w->sub;
-    v.bad_rank = -1;
-    return v;
-}
-
-/* Runs the rest of a sub-call (exchange and decode, after encode when `encode`), and
- * reports a peer's malformed message as the outer call's. */
-static terse_status_t lowrank_sub_finish(proto_call_t *c, proto_call_t *v, int encode)
-{
-    terse_status_t s = encode ? protocol_dense.encode(v) : TERSE_OK;
-    if (s == TERSE_OK) s = protocol_dense.exchange(v);
-    if (s == TERSE_OK) s = protocol_dense.decode(v);
-    if (s == TERSE_ERR_MISMATCH) c->bad_rank = v->bad_rank;
-    return s;
-}
-
 static terse_status_t lowrank_encode(proto_call_t *c)
 {
     const lowrank_ws_t w = lowrank_ws(c);
     if (lowrank_dense_phase(c)) {
-        proto_call_t v = lowrank_sub(c, &w, c->in, c->out, c->count, c->mean);
-        TERSE_CHECK(protocol_dense.encode(&v));
-        c->wire_bytes = v.wire_bytes;
+        c->wire_bytes = 4 * c->count; /* exchange sends the layer as it is */
         return TERSE_OK;
     }
     c->wire_bytes = 4 * w.r * (w.rows + w.cols);
@@ -169,17 +128,12 @@ static terse_status_t lowrank_encode(proto_call_t *c)
 static terse_status_t lowrank_exchange(proto_call_t *c)
 {
     const lowrank_ws_t w = lowrank_ws(c);
-    if (lowrank_dense_phase(c)) {
-        proto_call_t v = lowrank_sub(c, &w, c->in, c->out, c->count, c->mean);
-        return lowrank_sub_finish(c, &v, 0);
-    }
+    if (lowrank_dense_phase(c)) return protocol_dense_floats(c, c->in, c->out, c->count, c->mean, w.sub);
     if (w.r == 0) return TERSE_OK;
-    proto_call_t v = lowrank_sub(c, &w, w.Pm, w.Pa, w.rows * w.r, 0);
-    TERSE_CHECK(lowrank_sub_finish(c, &v, 1));
+    TERSE_CHECK(protocol_dense_floats(c, w.Pm, w.Pa, w.rows * w.r, 0, w.sub));
     powersgd_orthogonalize(w.Pa, w.rows, w.r);
     powersgd_mul_t(c->in, w.rows, w.cols, w.Pa, w.r, w.Qm, w.acc);
-    v = lowrank_sub(c, &w, w.Qm, w.Qa, w.cols * w.r, 1);
-    return lowrank_sub_finish(c, &v, 1);
+    return protocol_dense_floats(c, w.Qm, w.Qa, w.cols * w.r, 1, w.sub);
 }
 
 static terse_status_t lowrank_decode(proto_call_t *c)

@@ -66,6 +66,16 @@ extern const protocol_ops_t protocol_onebit;
 extern const protocol_ops_t protocol_dgc;
 extern const protocol_ops_t protocol_powersgd;
 
+/* The exact sum or mean of every rank's count floats (in -> out, fp32, summed in rank order
+ * by one owner per element, so every rank gets the same bits): the dense protocol with codec
+ * none, run as a sub-call of `outer` (its transport, layer and call) in ws, which holds
+ * protocol_dense_floats_workspace(count, nranks) bytes. A peer's malformed message sets
+ * outer->bad_rank. For protocols that must sum a float vector: randk's values, PowerSGD's
+ * factors, DGC's dense layers. */
+size_t protocol_dense_floats_workspace(size_t count, int nranks);
+terse_status_t protocol_dense_floats(proto_call_t *outer, const float *in, float *out,
+                                     size_t count, int mean, void *ws);
+
 /* The protocol a codec's messages use. */
 const protocol_ops_t *protocol_for(const codec_ops_t *codec);
 

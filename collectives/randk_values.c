@@ -11,16 +11,13 @@
 #include "protocol.h"
 #include "randk.h"
 
-extern const codec_ops_t codec_none_ops;
-
 static size_t align64(size_t b) { return (b + 63) & ~(size_t)63; }
 
 /* workspace: my message | the aggregate message | the dense workspace for k floats */
 static size_t randk_workspace(const proto_shape_t *s)
 {
     size_t k = randk_k(s->prm, s->count), mb = s->codec->max_bytes(s->prm, s->count);
-    const proto_shape_t vals = {&codec_none_ops, NULL, k, 1, k, s->nranks};
-    return 2 * align64(mb) + protocol_dense.workspace_bytes(&vals);
+    return 2 * align64(mb) + protocol_dense_floats_workspace(k, s->nranks);
 }
 
 static unsigned char *msg_mine(const proto_call_t *c) { return c->ws; }
@@ -46,24 +43,9 @@ static terse_status_t randk_exchange(proto_call_t *c)
     size_t k = randk_k(c->prm, c->count);
     unsigned char *agg = msg_agg(c);
     memcpy(agg, msg_mine(c), RANDK_HEADER);
-    proto_call_t v;
-    memset(&v, 0, sizeof v);
-    v.tp = c->tp;
-    v.codec = &codec_none_ops;
-    v.count = v.rows = k;
-    v.cols = 1;
-    v.layer = c->layer;
-    v.calls = c->calls;
-    v.in = (const float *)(msg_mine(c) + RANDK_HEADER);
-    v.out = (float *)(agg + RANDK_HEADER);
-    v.mean = c->mean;
-    v.ws = agg + align64(c->codec->max_bytes(c->prm, c->count));
-    v.bad_rank = -1;
-    terse_status_t s = protocol_dense.encode(&v);
-    if (s == TERSE_OK) s = protocol_dense.exchange(&v);
-    if (s == TERSE_OK) s = protocol_dense.decode(&v);
-    if (s == TERSE_ERR_MISMATCH) c->bad_rank = v.bad_rank;
-    return s;
+    return protocol_dense_floats(c, (const float *)(msg_mine(c) + RANDK_HEADER),
+                                 (float *)(agg + RANDK_HEADER), k, c->mean,
+                                 agg + align64(c->codec->max_bytes(c->prm, c->count)));
 }
 
 static terse_status_t randk_decode(proto_call_t *c)

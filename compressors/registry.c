@@ -1,7 +1,6 @@
 /* Every codec the configuration grammar names (DESIGN.md §6), with its parameters. A codec
  * whose ops are NULL parses but is not built yet: asking for it is TERSE_ERR_UNSUPPORTED.
  * Adding a codec: one file in compressors/, one row here, its tests. */
-#include <math.h>
 #include <string.h>
 
 #include "codec.h"
@@ -15,9 +14,7 @@
 extern const codec_ops_t codec_none_ops, codec_fp16_ops, codec_bf16_ops, codec_topk_ops,
     codec_randk_ops;
 
-#define ROW(name, params, ops) {name, params, sizeof params / sizeof params[0], ops}
 #define ROW0(name, ops) {name, NULL, 0, ops}
-
 
 const method_def_t codec_registry[] = {
     ROW0("none", &codec_none_ops),
