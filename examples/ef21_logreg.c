@@ -64,6 +64,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "libsvm.h"
 #include "logreg_model.h"
 #include "terse.h"
@@ -119,28 +120,6 @@ static void usage(FILE *f)
 }
 
 /* ---- Arguments -------------------------------------------------------------------------- */
-
-/* The rank before MPI is initialised, from the launcher's environment, so that usage errors
- * print once under mpirun without starting MPI. 0 when run alone. */
-static int launcher_rank(void)
-{
-    static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"};
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
-        const char *v = getenv(vars[i]);
-        if (v) return atoi(v);
-    }
-    return 0;
-}
-
-static int parse_double(const char *s, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v)) return -1;
-    *out = v;
-    return 0;
-}
 
 /* A decimal integer in [0, max], the whole of [s, s_end) (s_end NULL: to the NUL). */
 static int parse_count(const char *s, const char *s_end, long max, long *out)
@@ -204,34 +183,15 @@ static int parse_args(int argc, char **argv, opts_t *o, char *msg, size_t len)
 {
     *o = (opts_t){.compressor = "topk:k=1", .feedback = "ef21", .factor = 1, .iters = 1000};
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 1;
-        if (strncmp(a, "--", 2) != 0) {
-            snprintf(msg, len, "unexpected argument '%s'", a);
-            return -1;
-        }
-        char flag[32];
-        const char *eq = strchr(a, '='), *v;
-        size_t n = eq ? (size_t)(eq - a) : strlen(a);
-        snprintf(flag, sizeof flag, "%.*s", (int)(n < sizeof flag - 1 ? n : sizeof flag - 1), a);
-        if (eq) {
-            v = eq + 1;
-        } else if (i + 1 < argc) {
-            v = argv[++i];
-        } else {
-            snprintf(msg, len, "%s needs a value", flag);
-            return -1;
-        }
+        cli_option_t opt;
+        int r = cli_option_next(argc, argv, &i, &opt, msg, len);
+        if (r != 0) return r;
+        const char *flag = opt.flag, *v = opt.value;
         long lv;
         if (!strcmp(flag, "--data")) {
             o->data = v;
         } else if (!strcmp(flag, "--compressor") || !strcmp(flag, "--feedback")) {
-            /* one item of the configuration string: a ';' would smuggle in other keys */
-            if (*v == '\0' || strchr(v, ';')) {
-                snprintf(msg, len, "%s '%s': give one spec such as topk:k=1 or ef21, without "
-                         "';'", flag, v);
-                return -1;
-            }
+            if (cli_option_spec(flag, v, "topk:k=1 or ef21", NULL, msg, len)) return -1;
             if (!strcmp(flag, "--compressor")) {
                 o->compressor = v;
             } else if (!strncmp(v, "ef21:", 5) && strstr(v, "weight")) {
@@ -242,12 +202,9 @@ static int parse_args(int argc, char **argv, opts_t *o, char *msg, size_t len)
                 o->feedback = v;
             }
         } else if (!strcmp(flag, "--factor")) {
-            if (parse_double(v, &o->factor) || o->factor <= 0) {
-                snprintf(msg, len, "--factor '%s': need a finite number > 0", v);
-                return -1;
-            }
+            if (cli_option_double(flag, v, 0, 1, &o->factor, msg, len)) return -1;
         } else if (!strcmp(flag, "--alpha")) {
-            if (parse_double(v, &o->alpha) || o->alpha <= 0 || o->alpha > 1) {
+            if (cli_parse_double(v, &o->alpha) || o->alpha <= 0 || o->alpha > 1) {
                 snprintf(msg, len, "--alpha '%s': need a number in (0, 1]", v);
                 return -1;
             }
@@ -411,43 +368,10 @@ static int smoothness(const logreg_rows_t *A, size_t N, int rank, double *L, dou
 
 /* ---- Errors ----------------------------------------------------------------------------- */
 
-/* For steps every rank takes during set-up (reading, creating, registering): the ranks agree
- * on whether all succeeded, so that they stop together rather than leave a peer waiting in a
- * collective. Rank 0 prints its own error; another rank prints only when rank 0 succeeded, so
- * an error every rank meets prints once. */
-static int all_ok(int ok, int rank, const char *msg)
-{
-    int flags[2] = {!ok, rank == 0 && !ok};
-    MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    if (!ok && (rank == 0 || !flags[1])) fprintf(stderr, PROG ": rank %d: %s\n", rank, msg);
-    return flags[0] == 0;
-}
-
-/* The text for a failed terse call, taken before any other terse call can replace it. */
-static void terse_message(char *buf, size_t len, const char *what, terse_status_t s)
-{
-    snprintf(buf, len, "%s: %s: %s", what, terse_status_string(s), terse_last_error());
-}
-
 /* A configuration terse rejects is the user's to fix: exit status 2. */
 static int is_usage_error(terse_status_t s)
 {
     return s == TERSE_ERR_ARG || s == TERSE_ERR_UNSUPPORTED;
-}
-
-/* A terse call in the loop failed. A mismatch or a non-finite gradient is reported on every
- * rank: rank 0 prints and all leave cleanly. Anything else may have left the peers inside a
- * collective, so this rank prints and aborts the job. */
-static void loop_failed(int rank, int size, const char *what, terse_status_t s)
-{
-    char msg[1024];
-    terse_message(msg, sizeof msg, what, s);
-    if (s == TERSE_ERR_MISMATCH || s == TERSE_ERR_NONFINITE) {
-        if (rank == 0) fprintf(stderr, PROG ": %s\n", msg);
-        return;
-    }
-    fprintf(stderr, PROG ": rank %d: %s\n", rank, msg);
-    if (size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
 }
 
 /* ---- Main ------------------------------------------------------------------------------- */
@@ -458,16 +382,8 @@ int main(int argc, char **argv)
     char msg[1024];
     int pr = parse_args(argc, argv, &o, msg, sizeof msg);
     if (pr != 0) {
-        if (launcher_rank() == 0) {
-            if (pr > 0) {
-                usage(stdout);
-            } else {
-                fprintf(stderr, PROG ": %s\n\n", msg);
-                usage(stderr);
-            }
-        }
         free(o.report);
-        return pr > 0 ? 0 : 2;
+        return cli_usage_print(PROG, pr, msg, usage);
     }
 
     MPI_Init(&argc, &argv);
@@ -485,7 +401,7 @@ int main(int argc, char **argv)
     /* Data: this rank's rows only; every rank parses the whole file, so all agree on N, d
      * and the label mapping, and meet the same errors. */
     int ok = libsvm_read_part(o.data, 0, size, rank, &D, msg) == 0;
-    if (!all_ok(ok, rank, msg)) goto out;
+    if (!cli_all_ok(PROG, ok, rank, msg)) goto out;
     const size_t N = D.total_rows, d = D.cols;
     if ((size_t)size > N) { /* every rank needs a row: f_i averages over them */
         if (rank == 0)
@@ -498,7 +414,7 @@ int main(int argc, char **argv)
     ok = d <= (size_t)INT_MAX / (d ? d : 1);
     snprintf(msg, sizeof msg, "%zu features: too many for the %zu x %zu Gram matrix of the "
              "stepsize (at most 46340)", d, d, d);
-    if (!all_ok(ok, rank, msg)) goto out;
+    if (!cli_all_ok(PROG, ok, rank, msg)) goto out;
     ok = logreg_rows_build(&D, &A) == 0;
     if (ok) {
         x = calloc(d + 1, sizeof *x);
@@ -509,14 +425,14 @@ int main(int argc, char **argv)
         ok = x && gsum && exact && g && Li;
     }
     snprintf(msg, sizeof msg, "cannot allocate the model of %zu features and %zu rows", d, D.rows);
-    if (!all_ok(ok, rank, msg)) goto out;
+    if (!cli_all_ok(PROG, ok, rank, msg)) goto out;
     free(D.x); /* the passes use the sparse copy A */
     D.x = NULL;
 
     /* The smoothness constants: L, every L_i, their quadratic and arithmetic means. */
     double L = 0;
     ok = smoothness(&A, N, rank, &L, Li, msg, sizeof msg) == 0;
-    if (!all_ok(ok, rank, msg)) goto out;
+    if (!cli_all_ok(PROG, ok, rank, msg)) goto out;
     double sum_L = 0, sum_L2 = 0, min_L = INFINITY, max_L = 0;
     for (int i = 0; i < size; i++) { /* the same order, so the same bits, on every rank */
         sum_L += Li[i];
@@ -536,25 +452,21 @@ int main(int argc, char **argv)
     snprintf(config, sizeof config, "compressor=%s; feedback=%s; min_size=0", o.compressor,
              feedback);
     s = terse_comm_create_mpi(MPI_COMM_WORLD, config, &tc);
-    if (s != TERSE_OK) terse_message(msg, sizeof msg, "terse_comm_create_mpi", s);
-    if (!all_ok(s == TERSE_OK, rank, msg)) {
+    if (!cli_all_ok_terse(PROG, s, rank, "terse_comm_create_mpi")) {
         rc = is_usage_error(s) ? 2 : 1;
         goto out;
     }
     int layer = -1;
     s = terse_layer_add(tc, "ef21_logreg.x", d, 1, NULL, &layer);
-    if (s != TERSE_OK) terse_message(msg, sizeof msg, "terse_layer_add", s);
-    if (!all_ok(s == TERSE_OK, rank, msg)) {
+    if (!cli_all_ok_terse(PROG, s, rank, "terse_layer_add")) {
         rc = is_usage_error(s) ? 2 : 1;
         goto out;
     }
     terse_stats_t st;
     s = terse_comm_config(tc, in_effect, sizeof in_effect);
-    if (s != TERSE_OK) terse_message(msg, sizeof msg, "terse_comm_config", s);
-    if (!all_ok(s == TERSE_OK, rank, msg)) goto out;
+    if (!cli_all_ok_terse(PROG, s, rank, "terse_comm_config")) goto out;
     s = terse_layer_stats(tc, layer, &st);
-    if (s != TERSE_OK) terse_message(msg, sizeof msg, "terse_layer_stats", s);
-    if (!all_ok(s == TERSE_OK, rank, msg)) goto out;
+    if (!cli_all_ok_terse(PROG, s, rank, "terse_layer_stats")) goto out;
 
     /* The stepsize. The method in force decides Ltilde (the TERSE_* variables may have
      * replaced the one asked for): L_AM for EF21 with weights, L_QM otherwise. */
@@ -639,13 +551,13 @@ int main(int argc, char **argv)
         s = terse_allreduce(tc, layer, g);
         if (s == TERSE_OK) s = terse_layer_stats(tc, layer, &st);
         if (s != TERSE_OK) {
-            loop_failed(rank, size, "terse_allreduce", s);
+            cli_loop_failed(PROG, rank, size, "terse_allreduce", s);
             goto out;
         }
         bits += 8 * (uint64_t)st.wire_bytes;
         s = terse_step_end(tc);
         if (s != TERSE_OK) {
-            loop_failed(rank, size, "terse_step_end", s);
+            cli_loop_failed(PROG, rank, size, "terse_step_end", s);
             goto out;
         }
         for (size_t k = 0; k < d; k++) x[k] -= gamma * (double)g[k];

@@ -21,7 +21,6 @@
  * loss, the norm of the exact gradient of f and the training accuracy are computed in double
  * with a plain MPI_Allreduce, separately from the terse allreduce used for the update.
  */
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <mpi.h>
@@ -29,10 +28,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "libsvm.h"
 #include "logreg_model.h"
 #include "terse.h"
 #include "terse_mpi.h"
+
+#define PROG "logreg"
 
 typedef struct {
     const char *data;       /* LibSVM file (required)                       */
@@ -83,38 +85,6 @@ static void usage(FILE *f)
           f);
 }
 
-/* The rank before MPI is initialised, from the launcher's environment, so that usage errors
- * print once under mpirun without starting MPI. 0 when run alone. */
-static int launcher_rank(void)
-{
-    static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"};
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
-        const char *v = getenv(vars[i]);
-        if (v) return atoi(v);
-    }
-    return 0;
-}
-
-static int parse_double(const char *s, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v)) return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_long(const char *s, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end != '\0' || errno == ERANGE) return -1;
-    *out = v;
-    return 0;
-}
-
 /* 0: run; 1: --help was asked; -1: bad usage, with a message in msg. Accepts "--flag VALUE"
  * and "--flag=VALUE". */
 static int parse_args(int argc, char **argv, opts_t *o, char *msg, size_t len)
@@ -122,35 +92,17 @@ static int parse_args(int argc, char **argv, opts_t *o, char *msg, size_t len)
     *o = (opts_t){.compressor = "none", .feedback = "none", .lambda = 1e-3,
                   .reg = LOGREG_REG_L2, .iters = 200, .report = 20};
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 1;
-        if (strncmp(a, "--", 2) != 0) {
-            snprintf(msg, len, "unexpected argument '%s'", a);
-            return -1;
-        }
-        char flag[32];
-        const char *eq = strchr(a, '='), *v;
-        size_t n = eq ? (size_t)(eq - a) : strlen(a);
-        snprintf(flag, sizeof flag, "%.*s", (int)(n < sizeof flag - 1 ? n : sizeof flag - 1), a);
-        if (eq) {
-            v = eq + 1;
-        } else if (i + 1 < argc) {
-            v = argv[++i];
-        } else {
-            snprintf(msg, len, "%s needs a value", flag);
-            return -1;
-        }
-        double dv;
+        cli_option_t opt;
+        int r = cli_option_next(argc, argv, &i, &opt, msg, len);
+        if (r != 0) return r;
+        const char *flag = opt.flag, *v = opt.value;
         long lv;
         if (!strcmp(flag, "--data")) {
             o->data = v;
         } else if (!strcmp(flag, "--compressor") || !strcmp(flag, "--feedback")) {
-            /* one item of the configuration string: a ';' would smuggle in other keys */
-            if (*v == '\0' || strchr(v, ';')) {
-                snprintf(msg, len, "%s '%s': give one spec such as topk:density=0.1 or ef, "
-                         "without ';' (TERSE_CONFIG sets other keys)", flag, v);
+            if (cli_option_spec(flag, v, "topk:density=0.1 or ef",
+                                "TERSE_CONFIG sets other keys", msg, len))
                 return -1;
-            }
             if (!strcmp(flag, "--compressor")) o->compressor = v;
             else o->feedback = v;
         } else if (!strcmp(flag, "--reg")) {
@@ -161,31 +113,15 @@ static int parse_args(int argc, char **argv, opts_t *o, char *msg, size_t len)
                 return -1;
             }
         } else if (!strcmp(flag, "--lambda")) {
-            if (parse_double(v, &dv) || dv < 0) {
-                snprintf(msg, len, "--lambda '%s': need a finite number >= 0", v);
-                return -1;
-            }
-            o->lambda = dv;
+            if (cli_option_double(flag, v, 0, 0, &o->lambda, msg, len)) return -1;
         } else if (!strcmp(flag, "--lr")) {
-            if (parse_double(v, &dv) || dv <= 0) {
-                snprintf(msg, len, "--lr '%s': need a finite number > 0", v);
-                return -1;
-            }
-            o->lr = dv;
+            if (cli_option_double(flag, v, 0, 1, &o->lr, msg, len)) return -1;
         } else if (!strcmp(flag, "--iters")) {
-            if (parse_long(v, &lv) || lv < 0) {
-                snprintf(msg, len, "--iters '%s': need an integer >= 0", v);
-                return -1;
-            }
-            o->iters = lv;
+            if (cli_option_long(flag, v, 0, &o->iters, msg, len)) return -1;
         } else if (!strcmp(flag, "--report")) {
-            if (parse_long(v, &lv) || lv < 1) {
-                snprintf(msg, len, "--report '%s': need an integer >= 1", v);
-                return -1;
-            }
-            o->report = lv;
+            if (cli_option_long(flag, v, 1, &o->report, msg, len)) return -1;
         } else if (!strcmp(flag, "--features")) {
-            if (parse_long(v, &lv) || lv < 0 || (unsigned long)lv > TERSE_MAX_LAYER_COUNT) {
+            if (cli_parse_long(v, &lv) || lv < 0 || (unsigned long)lv > TERSE_MAX_LAYER_COUNT) {
                 snprintf(msg, len, "--features '%s': need an integer from 0 (the largest index "
                          "in the file) to %zu", v, TERSE_MAX_LAYER_COUNT);
                 return -1;
@@ -257,42 +193,6 @@ static int power_iteration(const logreg_rows_t *A, MPI_Comm comm, double *lmax, 
     return 0;
 }
 
-/* ---- Errors ------------------------------------------------------------------------------ */
-
-/* For steps every rank takes during set-up (reading, creating, registering): the ranks agree
- * on whether all succeeded, so that they stop together rather than leave a peer waiting in a
- * collective. Rank 0 prints its own error; another rank prints only when rank 0 succeeded, so
- * an error every rank meets (a missing file, a bad codec) prints once. */
-static int all_ok(int ok, int rank, const char *msg)
-{
-    int flags[2] = {!ok, rank == 0 && !ok};
-    MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    if (!ok && (rank == 0 || !flags[1])) fprintf(stderr, "logreg: rank %d: %s\n", rank, msg);
-    return flags[0] == 0;
-}
-
-/* The text for a failed terse call, taken before any other terse call can replace it. */
-static void terse_message(char *buf, size_t len, const char *what, terse_status_t s)
-{
-    snprintf(buf, len, "%s: %s: %s", what, terse_status_string(s), terse_last_error());
-}
-
-/* A terse call in the training loop failed. terse guarantees that a mismatch or a non-finite
- * gradient is reported on every rank: then rank 0 prints and all leave cleanly. Anything else
- * may have left the peers inside a collective, so this rank prints and aborts the job. */
-static int loop_failed(int rank, int size, const char *what, terse_status_t s)
-{
-    char msg[1024];
-    terse_message(msg, sizeof msg, what, s);
-    if (s == TERSE_ERR_MISMATCH || s == TERSE_ERR_NONFINITE) {
-        if (rank == 0) fprintf(stderr, "logreg: %s\n", msg);
-        return 1;
-    }
-    fprintf(stderr, "logreg: rank %d: %s\n", rank, msg);
-    if (size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
-    return 1;
-}
-
 /* ---- Main ------------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -300,17 +200,7 @@ int main(int argc, char **argv)
     opts_t o;
     char msg[1024];
     int pr = parse_args(argc, argv, &o, msg, sizeof msg);
-    if (pr != 0) {
-        if (launcher_rank() == 0) {
-            if (pr > 0) {
-                usage(stdout);
-            } else {
-                fprintf(stderr, "logreg: %s\n\n", msg);
-                usage(stderr);
-            }
-        }
-        return pr > 0 ? 0 : 2;
-    }
+    if (pr != 0) return cli_usage_print(PROG, pr, msg, usage);
 
     MPI_Init(&argc, &argv);
     int rank, size, rc = 1;
@@ -327,7 +217,7 @@ int main(int argc, char **argv)
     /* Data: this rank's rows only; every rank parses the whole file, so all agree on N, d
      * and the label mapping, and meet the same errors. */
     int ok = libsvm_read_part(o.data, o.features, size, rank, &D, msg) == 0;
-    if (!all_ok(ok, rank, msg)) goto out;
+    if (!cli_all_ok(PROG, ok, rank, msg)) goto out;
     const size_t N = D.total_rows, d = D.cols;
     ok = d <= (size_t)INT_MAX - 2;
     if (ok) {
@@ -338,11 +228,11 @@ int main(int argc, char **argv)
         ok = x && gsum && exact && g;
     }
     snprintf(msg, sizeof msg, "cannot allocate the model of %zu features", d);
-    if (!all_ok(ok, rank, msg)) goto out;
+    if (!cli_all_ok(PROG, ok, rank, msg)) goto out;
     /* The passes run over the sparse copy of the rows; the dense matrix is no longer needed. */
     ok = logreg_rows_build(&D, &A) == 0;
     snprintf(msg, sizeof msg, "cannot allocate the sparse copy of %zu rows", D.rows);
-    if (!all_ok(ok, rank, msg)) goto out;
+    if (!cli_all_ok(PROG, ok, rank, msg)) goto out;
     free(D.x);
     D.x = NULL;
 
@@ -351,15 +241,12 @@ int main(int argc, char **argv)
     snprintf(config, sizeof config, "compressor=%s; feedback=%s; min_size=0", o.compressor,
              o.feedback);
     s = terse_comm_create_mpi(MPI_COMM_WORLD, config, &tc);
-    if (s != TERSE_OK) terse_message(msg, sizeof msg, "terse_comm_create_mpi", s);
-    if (!all_ok(s == TERSE_OK, rank, msg)) goto out;
+    if (!cli_all_ok_terse(PROG, s, rank, "terse_comm_create_mpi")) goto out;
     int layer = -1;
     s = terse_layer_add(tc, "logreg.x", d, 1, NULL, &layer);
-    if (s != TERSE_OK) terse_message(msg, sizeof msg, "terse_layer_add", s);
-    if (!all_ok(s == TERSE_OK, rank, msg)) goto out;
+    if (!cli_all_ok_terse(PROG, s, rank, "terse_layer_add")) goto out;
     s = terse_comm_config(tc, in_effect, sizeof in_effect);
-    if (s != TERSE_OK) terse_message(msg, sizeof msg, "terse_comm_config", s);
-    if (!all_ok(s == TERSE_OK, rank, msg)) goto out;
+    if (!cli_all_ok_terse(PROG, s, rank, "terse_comm_config")) goto out;
 
     /* The step size: 1/L unless given. */
     double lmax = 0, L = 0, lr = o.lr;
@@ -367,7 +254,7 @@ int main(int argc, char **argv)
     if (lr == 0) {
         ok = power_iteration(&A, MPI_COMM_WORLD, &lmax, &rounds) == 0;
         snprintf(msg, sizeof msg, "power iteration for the step size failed (allocation or MPI)");
-        if (!all_ok(ok, rank, msg)) goto out;
+        if (!cli_all_ok(PROG, ok, rank, msg)) goto out;
         L = lmax / (4.0 * (double)N) + logreg_reg_smoothness(o.reg, o.lambda);
         lr = L > 0 ? 1 / L : 1;
     }
@@ -376,7 +263,7 @@ int main(int argc, char **argv)
         size_t f0, n0, fl, nl; /* first rank's and last rank's share */
         libsvm_split(N, size, 0, &f0, &n0);
         libsvm_split(N, size, size - 1, &fl, &nl);
-        printf("# logreg: data %s: %zu rows x %zu features, ", o.data, N, d);
+        printf("# " PROG ": data %s: %zu rows x %zu features, ", o.data, N, d);
         if (D.label_pos != D.label_neg)
             printf("label %g -> +1, %g -> -1\n", D.label_pos, D.label_neg);
         else /* a one-class file: libsvm.h maps the value by its sign */
@@ -412,7 +299,7 @@ int main(int argc, char **argv)
             memcpy(exact + 2, gsum, d * sizeof *gsum);
             if (MPI_Allreduce(MPI_IN_PLACE, exact, (int)d + 2, MPI_DOUBLE, MPI_SUM,
                               MPI_COMM_WORLD) != MPI_SUCCESS) {
-                fprintf(stderr, "logreg: rank %d: MPI_Allreduce of the exact gradient failed\n",
+                fprintf(stderr, PROG ": rank %d: MPI_Allreduce of the exact gradient failed\n",
                         rank);
                 MPI_Abort(MPI_COMM_WORLD, 1);
             }
@@ -434,12 +321,12 @@ int main(int argc, char **argv)
             g[k] = (float)(weight * gsum[k] + logreg_reg_grad(o.reg, o.lambda, x[k]));
         s = terse_allreduce(tc, layer, g);
         if (s != TERSE_OK) {
-            loop_failed(rank, size, "terse_allreduce", s);
+            cli_loop_failed(PROG, rank, size, "terse_allreduce", s);
             goto out;
         }
         s = terse_step_end(tc);
         if (s != TERSE_OK) {
-            loop_failed(rank, size, "terse_step_end", s);
+            cli_loop_failed(PROG, rank, size, "terse_step_end", s);
             goto out;
         }
         for (size_t k = 0; k < d; k++) x[k] -= lr * (double)g[k];
@@ -451,7 +338,7 @@ int main(int argc, char **argv)
     terse_stats_t st;
     s = terse_layer_stats(tc, layer, &st);
     if (s != TERSE_OK) {
-        loop_failed(rank, size, "terse_layer_stats", s);
+        cli_loop_failed(PROG, rank, size, "terse_layer_stats", s);
         goto out;
     }
     if (rank == 0) {
@@ -469,7 +356,7 @@ int main(int argc, char **argv)
 out:
     s = terse_comm_destroy(tc);
     if (s != TERSE_OK) {
-        fprintf(stderr, "logreg: rank %d: terse_comm_destroy: %s: %s\n", rank,
+        fprintf(stderr, PROG ": rank %d: terse_comm_destroy: %s: %s\n", rank,
                 terse_status_string(s), terse_last_error());
         rc = 1;
     }
