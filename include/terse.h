@@ -127,9 +127,10 @@ TERSE_API terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf)
 TERSE_API terse_status_t terse_allreduce_many(terse_comm_t *c, int n, const int *layers,
                                               float *const *bufs);
 
-/* Marks the end of an optimizer step: advances the step counter that drives schedules
- * (DGC warm-up, PowerSGD start, L-GreCo periods). Not collective, but call it on every rank
- * at the same point. */
+/* Marks the end of an optimizer step (or of an epoch, if that is the unit a schedule should
+ * count): advances the step counter that drives schedules (DGC's warm-up density, L-GreCo
+ * periods). PowerSGD's `start` counts the layer's own calls instead, so it needs no call
+ * here. Not collective, but call it on every rank at the same point. */
 TERSE_API terse_status_t terse_step_end(terse_comm_t *c);
 
 /* ---- Statistics ------------------------------------------------------------------------- */
