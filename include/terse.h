@@ -127,6 +127,13 @@ TERSE_API terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf)
 TERSE_API terse_status_t terse_allreduce_many(terse_comm_t *c, int n, const int *layers,
                                               float *const *bufs);
 
+/* Sets the learning rate gamma of every layer that uses error feedback in its "learning rate
+ * inside" form (feedback=ef:lr=GAMMA; see docs/configuration.md), from the next call on:
+ * those layers keep their error in parameter units, so a changed gamma scales only the new
+ * gradient. Other layers are not affected. Call it on every rank with the same value, between
+ * allreduce calls. lr must be finite and > 0 (TERSE_ERR_ARG otherwise). */
+TERSE_API terse_status_t terse_set_learning_rate(terse_comm_t *c, double lr);
+
 /* Marks the end of an optimizer step (or of an epoch, if that is the unit a schedule should
  * count): advances the step counter that drives schedules (DGC's warm-up density, L-GreCo
  * periods). PowerSGD's `start` counts the layer's own calls instead, so it needs no call

@@ -202,6 +202,28 @@ terse_status_t terse_allreduce_many(terse_comm_t *c, int n, const int *layers, f
     return TERSE_OK;
 }
 
+/* The parameter slot of ef's learning rate (src/feedback/registry.c). */
+static double *ef_lr_slot(method_spec_t *m)
+{
+    return strcmp(m->def->name, "ef") == 0 && !isnan(m->p[0]) ? &m->p[0] : NULL;
+}
+
+terse_status_t terse_set_learning_rate(terse_comm_t *c, double lr)
+{
+    terse_error_clear();
+    if (!c) return terse_error(TERSE_ERR_ARG, "terse_set_learning_rate: communicator is NULL");
+    if (!(lr > 0) || !isfinite(lr) || lr > 1e30)
+        return terse_error(TERSE_ERR_ARG, "terse_set_learning_rate: lr = %g; want a finite value > 0", lr);
+    double *slot = ef_lr_slot(&c->cfg.feedback);
+    if (slot) *slot = lr;
+    for (size_t i = 0; i < c->n_layers; i++) {
+        layer_t *l = &c->layers[i];
+        if (l->dense) continue;
+        if ((slot = ef_lr_slot(&l->cfg.feedback)) != NULL) *slot = lr;
+    }
+    return TERSE_OK;
+}
+
 terse_status_t terse_step_end(terse_comm_t *c)
 {
     terse_error_clear();

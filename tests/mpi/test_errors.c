@@ -152,6 +152,36 @@ static void nonfinite(const char *mode)
     terse_comm_destroy(clean);
 }
 
+/* terse_set_learning_rate: its arguments, and ef's inside form at gamma = 1 is the outside
+ * form bit for bit (p = e + 1 g = g + e, out = mean delta / 1). */
+static void learning_rate(void)
+{
+    EXPECT(terse_set_learning_rate(NULL, 0.1) == TERSE_ERR_ARG && has_message(), "NULL comm");
+    terse_comm_t *in = NULL, *out = NULL;
+    EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, "compressor=topk:k=3; feedback=ef:lr=0.5; min_size=0", &in) == TERSE_OK,
+           "%s", terse_last_error());
+    EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, "compressor=topk:k=3; feedback=ef; min_size=0", &out) == TERSE_OK,
+           "%s", terse_last_error());
+    if (!in || !out) return;
+    const double bad[] = {0.0, -1.0, NAN, INFINITY, 1e31};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(terse_set_learning_rate(in, bad[i]) == TERSE_ERR_ARG && has_message(), "lr = %g", bad[i]);
+    EXPECT(terse_set_learning_rate(out, 0.3) == TERSE_OK, "no inside layer: no effect, no error");
+    int a = -1, b = -1;
+    EXPECT(terse_layer_add(in, "x", 40, 1, NULL, &a) == TERSE_OK, "%s", terse_last_error());
+    EXPECT(terse_layer_add(out, "x", 40, 1, NULL, &b) == TERSE_OK, "%s", terse_last_error());
+    EXPECT(terse_set_learning_rate(in, 1.0) == TERSE_OK, "%s", terse_last_error());
+    float x[40], y[40];
+    for (int call = 0; call < 4; call++) {
+        for (int i = 0; i < 40; i++) x[i] = y[i] = (float)((i * 7 + call * 3 + rank_) % 11) - 5.0f;
+        EXPECT(terse_allreduce(in, a, x) == TERSE_OK && terse_allreduce(out, b, y) == TERSE_OK, "%s",
+               terse_last_error());
+        EXPECT(memcmp(x, y, sizeof x) == 0, "call %d: ef:lr at gamma 1 differs from ef", call);
+    }
+    terse_comm_destroy(in);
+    terse_comm_destroy(out);
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -161,6 +191,7 @@ int main(int argc, char **argv)
     mismatch();
     nonfinite("error");
     nonfinite("skip");
+    learning_rate();
     int rc = mpitest_finish("test_errors");
     MPI_Finalize();
     /* after MPI_Finalize, creating a communicator is an error, not a crash */

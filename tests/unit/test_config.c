@@ -222,6 +222,7 @@ static const method_case_t codec_cases[] = {
 static const method_case_t feedback_cases[] = {
     {"none", "none"},
     {"ef", "ef"},
+    {"ef:lr=0.5", "ef:lr=0.5"},
     {"ef21", "ef21"},
     {"ef21:weight=2", "ef21:weight=2"},
     {"ef21sgdm:eta=0.5", "ef21sgdm:eta=0.5"},

@@ -132,6 +132,70 @@ START_TEST(ef_reproduces_the_ef14_trace)
 }
 END_TEST
 
+/* The "learning rate inside" form (feedback=ef:lr=0.5) runs the trace as printed: e in
+ * parameter units, x -= gamma * out with out = mean delta / gamma. */
+START_TEST(ef_lr_inside_reproduces_the_ef14_trace_as_printed)
+{
+    enum { N = 2, D = 3, T = 3 };
+    const float c[N][D] = {{1.0f, -2.0f, 0.5f}, {3.0f, 0.0f, -1.0f}};
+    const double x_want[T][D] = {
+        {0.75, -0.5, 0.0}, {1.3125, -0.875, 0.0}, {1.3125, -0.875, -0.375}};
+    const double e_want[T][N][D] = {
+        {{-0.5, 0.0, -0.25}, {0.0, 0.0, 0.5}},
+        {{-0.625, 0.0, -0.5}, {0.0, -0.25, 1.0}},
+        {{-0.46875, 0.5625, 0.0}, {-0.84375, -0.6875, 0.0}},
+    };
+    method_t m = method_topk(&feedback_ef_ops, 1);
+    m.fb_prm[0] = 0.5; /* lr */
+    float x[D] = {0, 0, 0};
+    float e[N][D] = {{0}}, g[N][D];
+    float *gp[N] = {g[0], g[1]}, *ep[N] = {e[0], e[1]};
+    for (int t = 0; t < T; t++) {
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < D; j++) g[i][j] = x[j] - c[i][j];
+        simulate_call(&m, N, D, gp, ep, (uint64_t)t);
+        for (int j = 0; j < D; j++) x[j] -= 0.5f * g[0][j];
+        char what[32];
+        snprintf(what, sizeof what, "t=%d x", t + 1);
+        assert_vec_eq(x, x_want[t], D, what);
+        for (int i = 0; i < N; i++) {
+            snprintf(what, sizeof what, "t=%d e_%d", t + 1, i + 1);
+            assert_vec_eq(e[i], e_want[t][i], D, what);
+        }
+    }
+}
+END_TEST
+
+/* A learning rate that changes scales only the new gradient in the inside form, but the
+ * whole carried error in the outside form: one worker, Top1 of 2 elements. */
+START_TEST(ef_lr_inside_and_outside_differ_once_the_rate_changes)
+{
+    enum { D = 2 };
+    method_t in = method_topk(&feedback_ef_ops, 1), out = method_topk(&feedback_ef_ops, 1);
+    float e_in[D] = {0, 0}, e_out[D] = {0, 0};
+    float *ei[1] = {e_in}, *eo[1] = {e_out};
+    /* call 0, gamma = 1, g = (3, 2): both keep 3 and carry 2 at index 1 */
+    in.fb_prm[0] = 1.0;
+    float g_in[D] = {3, 2}, g_out[D] = {3, 2};
+    float *gi[1] = {g_in}, *go[1] = {g_out};
+    simulate_call(&in, 1, D, gi, ei, 0);
+    simulate_call(&out, 1, D, go, eo, 0);
+    ck_assert(e_in[1] == 2.0f && e_out[1] == 2.0f);
+    /* call 1, gamma = 0.25, g = (2.5, 0). Inside: p = (0, 2) + 0.25 (2.5, 0) = (0.625, 2)
+     * keeps index 1, a step of 2 = gamma * out, so out = (0, 8). Outside: p = (2.5, 2) keeps
+     * index 0, out = (2.5, 0). */
+    in.fb_prm[0] = 0.25;
+    g_in[0] = 2.5f; g_in[1] = 0.0f;
+    g_out[0] = 2.5f; g_out[1] = 0.0f;
+    simulate_call(&in, 1, D, gi, ei, 1);
+    simulate_call(&out, 1, D, go, eo, 1);
+    ck_assert(g_in[0] == 0.0f && g_in[1] == 8.0f);
+    ck_assert(e_in[0] == 0.625f && e_in[1] == 0.0f);
+    ck_assert(g_out[0] == 2.5f && g_out[1] == 0.0f);
+    ck_assert(e_out[0] == 0.0f && e_out[1] == 2.0f);
+}
+END_TEST
+
 /* ---- Properties ------------------------------------------------------------------------- */
 
 static uint64_t rng_next(uint64_t *s)
@@ -275,6 +339,8 @@ static Suite *ef_suite(void)
     Suite *s = suite_create("ef");
     TCase *tc_trace = tcase_create("trace");
     tcase_add_test(tc_trace, ef_reproduces_the_ef14_trace);
+    tcase_add_test(tc_trace, ef_lr_inside_reproduces_the_ef14_trace_as_printed);
+    tcase_add_test(tc_trace, ef_lr_inside_and_outside_differ_once_the_rate_changes);
     suite_add_tcase(s, tc_trace);
 
     TCase *tc_prop = tcase_create("properties");
