@@ -11,6 +11,13 @@
  *   round 2 (allgatherv): every rank receives every owner's chunk; all decode the same bytes
  * Chunks are encoded separately, so a bucketed codec's buckets never straddle two owners;
  * an elementwise codec's chunk of len elements is exactly max_bytes(len) bytes.
+ *
+ * dense_ef (qsgd) adds owner-side error feedback, as 1-bit Adam's server error: the owner
+ * encodes c = mean + e and keeps e = c - decode(encode(c)) for its next call. Without it a
+ * coarse re-encoding adds a fresh error to every call's aggregate, which methods that keep
+ * a running aggregate (the EF21 family: g += aggregate) would sum for ever; with it the
+ * aggregates of successive calls add up to the sum of the ranks' messages minus one bounded
+ * e. State: the owner's chunk, count / n + 1 floats.
  * Wire bytes per rank and call: 2 (n-1)/n of the encoded vector, as a ring allreduce. */
 #include <string.h>
 
@@ -113,6 +120,8 @@ static terse_status_t dense_exchange(proto_call_t *c)
     }
     if (c->mean)
         for (size_t j = 0; j < me_len; j++) w.acc[j] /= (float)n;
+    if (c->state) /* dense_ef: the owner's error of the last call; decode keeps the new one */
+        for (size_t j = 0; j < me_len; j++) w.acc[j] += c->state[j];
     codec_ctx_t ctx = {protocol_stream_key(0, c, me, 1), mb, me_len, 1};
     c->codec->encode(c->prm, &ctx, w.acc, me_len, w.gath + w.sd[me], c->scratch);
 
@@ -132,11 +141,24 @@ static terse_status_t dense_decode(proto_call_t *c)
             return TERSE_ERR_MISMATCH;
         }
     }
+    if (c->state) {
+        /* dense_ef, last: what my chunk's re-encoding lost (acc still holds c) */
+        int me = c->tp->rank;
+        size_t mb = protocol_chunk_begin(c->count, n, me), len = protocol_chunk_begin(c->count, n, me + 1) - mb;
+        for (size_t j = 0; j < len; j++) c->state[j] = w.acc[j] - c->out[mb + j];
+    }
     return TERSE_OK;
 }
 
+static size_t dense_ef_state(const proto_shape_t *s) { return s->count / (size_t)s->nranks + 1; }
+
 const protocol_ops_t protocol_dense = {
     sizeof(protocol_ops_t), "dense", dense_workspace, NULL, dense_encode, dense_exchange, dense_decode,
+};
+
+const protocol_ops_t protocol_dense_ef = {
+    sizeof(protocol_ops_t), "dense_ef", dense_workspace, dense_ef_state, dense_encode, dense_exchange,
+    dense_decode,
 };
 
 extern const codec_ops_t codec_none_ops;
@@ -180,6 +202,7 @@ const protocol_ops_t *protocol_for(const codec_ops_t *codec)
     case CODEC_PROTO_ONEBIT: return &protocol_onebit;
     case CODEC_PROTO_DGC: return &protocol_dgc;
     case CODEC_PROTO_POWERSGD: return &protocol_powersgd;
+    case CODEC_PROTO_DENSE_EF: return &protocol_dense_ef;
     }
     return NULL;
 }

@@ -60,6 +60,7 @@ typedef struct protocol_ops {
 } protocol_ops_t;
 
 extern const protocol_ops_t protocol_dense;
+extern const protocol_ops_t protocol_dense_ef;
 extern const protocol_ops_t protocol_sparse_allgather;
 extern const protocol_ops_t protocol_randk;
 extern const protocol_ops_t protocol_onebit;

@@ -18,7 +18,10 @@ typedef enum {
     CODEC_PROTO_RANDK = 3,    /* shared random indices: dense allreduce of the values only  */
     CODEC_PROTO_ONEBIT = 4,   /* 1-bit Adam's two phases with worker and server error       */
     CODEC_PROTO_DGC = 5,      /* DGC: momentum correction, sampled threshold, allgather     */
-    CODEC_PROTO_POWERSGD = 6  /* low rank: allreduce P, orthogonalise, allreduce Q          */
+    CODEC_PROTO_POWERSGD = 6, /* low rank: allreduce P, orthogonalise, allreduce Q          */
+    CODEC_PROTO_DENSE_EF = 7  /* dense, and each owner keeps the error of its re-encoding and
+                                 adds it to its next chunk (qsgd): the aggregate stays the
+                                 mean of the ranks' messages up to a bounded error            */
 } codec_protocol_t;
 
 /* Where an encode sits, for codecs that draw random numbers (qsgd's stochastic rounding,

@@ -397,6 +397,6 @@ static terse_status_t qsgd_decode_add(const double *p, const void *restrict msg,
 }
 
 const codec_ops_t codec_qsgd_ops = {
-    sizeof(codec_ops_t), "qsgd", CODEC_PROTO_DENSE,
+    sizeof(codec_ops_t), "qsgd", CODEC_PROTO_DENSE_EF,
     NULL, qsgd_max_bytes, qsgd_scratch_bytes, qsgd_encode, qsgd_decode_add, NULL, 0,
 };

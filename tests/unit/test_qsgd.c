@@ -519,7 +519,7 @@ START_TEST(qsgd_registry_row_and_defaults)
     ck_assert(m->params[QSGD_BITS].def == 4 && m->params[QSGD_BITS].min == 1 && m->params[QSGD_BITS].max == 8);
     ck_assert(m->params[QSGD_BUCKET].def == 512 && m->params[QSGD_BUCKET].min == 1);
     ck_assert(m->params[QSGD_STOCHASTIC].def == 1 && m->params[QSGD_SEED].def == 0);
-    ck_assert_int_eq(codec_qsgd_ops.protocol, CODEC_PROTO_DENSE);
+    ck_assert_int_eq(codec_qsgd_ops.protocol, CODEC_PROTO_DENSE_EF);
     ck_assert_uint_eq(codec_qsgd_ops.size, sizeof(codec_ops_t));
 }
 END_TEST

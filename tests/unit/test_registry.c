@@ -102,7 +102,7 @@ START_TEST(built_codec_ops_table_is_complete)
         ck_assert_ptr_nonnull(ops->decode_add);
         ck_assert_ptr_nonnull(ops->max_bytes);
         ck_assert_ptr_nonnull(ops->scratch_bytes);
-        ck_assert_msg(ops->protocol >= CODEC_PROTO_DENSE && ops->protocol <= CODEC_PROTO_POWERSGD,
+        ck_assert_msg(ops->protocol >= CODEC_PROTO_DENSE && ops->protocol <= CODEC_PROTO_DENSE_EF,
                       "%s: protocol %d", m->name, ops->protocol);
         ck_assert_msg(protocol_for(ops) != NULL, "%s: no protocol", m->name);
     }
