@@ -1,0 +1,435 @@
+"""terse.Comm: a terse communicator, its layers, and the in-place compressed allreduce."""
+from __future__ import annotations
+
+import atexit
+import ctypes
+import itertools
+import operator
+import os
+import sys
+import weakref
+from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union)
+
+import numpy as np
+
+from . import _library
+from ._errors import Status, TerseError
+
+#: A layer is named by the string given at registration, or by the id terse returned.
+LayerKey = Union[str, int]
+#: What allreduce accepts: a numpy array, or a CPU torch.Tensor (when torch is installed).
+Buffer = Any
+Shape = Union[int, Sequence[int]]
+
+_STATS_FIELDS = ("count", "calls", "skipped", "step", "wire_bytes", "sent_bytes",
+                 "total_sent_bytes", "compress_us", "comm_us", "decompress_us")
+
+
+def _check(status: int) -> None:
+    """Raises TerseError with terse_last_error() if a C call failed. Call it right after the
+    call, in the same thread (the message is per thread)."""
+    if status != 0:
+        lib = _library.get()
+        raise TerseError(status, lib.terse_last_error().decode("utf-8", "replace"))
+
+
+def _arg_error(message: str) -> TerseError:
+    return TerseError(Status.ERR_ARG, message)
+
+
+def _encode(text: Optional[str], what: str) -> Optional[bytes]:
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise _arg_error(f"{what} must be a str or None, not {type(text).__name__}")
+    if "\0" in text:
+        raise _arg_error(f"{what} contains a NUL character")
+    return text.encode("utf-8")
+
+
+def _matrix_shape(shape: Tuple[int, ...]) -> Tuple[int, int]:
+    """The rows x cols terse sees for a tensor of this shape: a scalar is 1 x 1, a vector
+    n x 1, a matrix itself, and a tensor of 3 or more dimensions shape[0] x prod(rest), the
+    view PowerSGD takes of a convolution kernel."""
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], 1
+    cols = 1
+    for d in shape[1:]:
+        cols *= d
+    return shape[0], cols
+
+
+def _normalise_shape(shape: Shape) -> Tuple[int, ...]:
+    try:
+        dims: Tuple[int, ...] = (operator.index(shape),)  # type: ignore[arg-type]
+    except TypeError:
+        try:
+            dims = tuple(operator.index(d) for d in shape)  # type: ignore[union-attr]
+        except TypeError:
+            raise _arg_error(f"shape must be an int or a sequence of ints, not {shape!r}") from None
+    if any(d < 0 for d in dims):
+        raise _arg_error(f"shape {dims} has a negative dimension")
+    return dims
+
+
+def _torch_module():
+    # Only a tensor of an already imported torch can be passed in: never import torch here.
+    return sys.modules.get("torch")
+
+
+def _as_array(buf: Buffer, where: str) -> np.ndarray:
+    """A float32, C-contiguous, writable numpy view of `buf` sharing its memory, or a
+    TerseError saying what is wrong with it."""
+    torch = _torch_module()
+    if torch is not None and isinstance(buf, torch.Tensor):
+        if buf.layout != torch.strided:
+            raise _arg_error(f"{where}: the tensor has layout {buf.layout}; terse needs a dense "
+                             "(strided) tensor")
+        if buf.device.type != "cpu":
+            raise _arg_error(f"{where}: the tensor is on device '{buf.device}'; this binding "
+                             "reduces CPU tensors only (move it with .cpu() and copy back)")
+        if buf.dtype != torch.float32:
+            raise _arg_error(f"{where}: the tensor's dtype is {buf.dtype}; terse reduces "
+                             "torch.float32 only (convert with .float() and copy back)")
+        if not buf.is_contiguous():
+            raise _arg_error(f"{where}: the tensor is not contiguous (strides "
+                             f"{tuple(buf.stride())}); pass .contiguous() and copy the result back")
+        return buf.detach().numpy()  # a view: same memory, written in place
+    if not isinstance(buf, np.ndarray):
+        raise _arg_error(f"{where}: expected a numpy.ndarray or a torch.Tensor, got "
+                         f"{type(buf).__module__}.{type(buf).__qualname__}")
+    if buf.dtype != np.float32:
+        raise _arg_error(f"{where}: the array's dtype is {buf.dtype} ('{buf.dtype.str}'); terse "
+                         "reduces native float32 only (convert with a.astype(np.float32) and "
+                         "copy back)")
+    if not buf.flags.c_contiguous:
+        raise _arg_error(f"{where}: the array is not C-contiguous (shape {buf.shape}, strides "
+                         f"{buf.strides}); pass np.ascontiguousarray(a) and copy the result back")
+    if not buf.flags.writeable:
+        raise _arg_error(f"{where}: the array is read-only; the allreduce writes its result in "
+                         "place")
+    if not buf.flags.aligned:
+        raise _arg_error(f"{where}: the array's data is not aligned for float32")
+    return buf
+
+
+class _Layer:
+    __slots__ = ("name", "id", "shape", "rows", "cols", "config")
+
+    def __init__(self, name: str, id: int, shape: Tuple[int, ...], config: Optional[str]):
+        self.name, self.id, self.shape, self.config = name, id, shape, config
+        self.rows, self.cols = _matrix_shape(shape)
+
+
+# Open communicators, closed at interpreter exit (before mpi4py's own MPI_Finalize, which
+# runs after every atexit function), newest first.
+_open_comms: "weakref.WeakValueDictionary[int, Comm]" = weakref.WeakValueDictionary()
+_serial = itertools.count()
+# A communicator over MPI_COMM_WORLD that the binding keeps while terse itself initialised
+# MPI, so that closing the user's last Comm does not finalise MPI: MPI then lives until the
+# interpreter exits, as with mpi4py, and a later terse.Comm() still works.
+_keeper: Optional[ctypes.c_void_p] = None
+
+
+def _mpi_running(lib: ctypes.CDLL) -> Tuple[bool, bool]:
+    init, fin = ctypes.c_int(0), ctypes.c_int(0)
+    lib.MPI_Initialized(ctypes.byref(init))
+    lib.MPI_Finalized(ctypes.byref(fin))
+    return bool(init.value), bool(fin.value)
+
+
+@atexit.register
+def _close_all_at_exit() -> None:
+    global _keeper
+    for key in sorted(_open_comms.keys(), reverse=True):
+        comm = _open_comms.get(key)
+        if comm is not None:
+            try:
+                comm.close()
+            except Exception:
+                pass
+    lib = _library.loaded()
+    if _keeper is not None and lib is not None:
+        lib.terse_comm_destroy(_keeper)  # the last world communicator: finalises MPI
+        _keeper = None
+
+
+class Comm:
+    """A terse communicator: the ranks that reduce together, the configuration, and every
+    layer's state (error feedback, counters).
+
+    ``Comm(config)`` spans ``MPI_COMM_WORLD``. If MPI is not running yet, terse initialises it
+    (``MPI_THREAD_SERIALIZED``) and finalises it when the interpreter exits; if MPI is already
+    running (mpi4py imported first, or another library), terse neither initialises nor
+    finalises it. ``Comm(config, comm=c)`` spans an mpi4py communicator ``c`` (terse
+    duplicates it, so their traffic never mixes); an ``int`` is taken as a Fortran handle.
+
+    ``config`` is a configuration string (docs/configuration.md), e.g.
+    ``"compressor=topk:density=0.01; feedback=ef"``; None or "" gives the defaults, and the
+    ``TERSE_*`` environment variables override it. Creating a Comm is collective.
+
+    Not thread-safe: use one Comm from one thread at a time (different Comms may be used from
+    different threads). Close it with :meth:`close`, a ``with`` block, or let it go: an open
+    Comm is closed when it is garbage-collected and at interpreter exit.
+    """
+
+    def __init__(self, config: Optional[str] = None, comm: Any = None) -> None:
+        global _keeper
+        self._h: Optional[ctypes.c_void_p] = None
+        self._serial = next(_serial)
+        self._layers: Dict[str, _Layer] = {}
+        self._by_id: List[_Layer] = []
+        lib = _library.get()
+        cfg = _encode(config, "config")
+        h = ctypes.c_void_p()
+        if comm is None:
+            initialised, _ = _mpi_running(lib)
+            _check(lib.terse_comm_create_world(cfg, ctypes.byref(h)))
+            if not initialised and _keeper is None:
+                keeper = ctypes.c_void_p()
+                if lib.terse_comm_create_world(cfg, ctypes.byref(keeper)) == 0:
+                    _keeper = keeper
+        else:
+            _check(lib.terse_comm_create_mpi_f(self._fortran_handle(comm), cfg, ctypes.byref(h)))
+        self._h = h
+        _open_comms[self._serial] = self
+        rank, size = ctypes.c_int(), ctypes.c_int()
+        _check(lib.terse_comm_rank(h, ctypes.byref(rank), ctypes.byref(size)))
+        self._rank, self._size = rank.value, size.value
+
+    @staticmethod
+    def _fortran_handle(comm: Any) -> int:
+        if hasattr(comm, "py2f"):  # mpi4py.MPI.Comm
+            return int(comm.py2f())
+        if isinstance(comm, int) and not isinstance(comm, bool):
+            return comm
+        raise _arg_error("comm must be an mpi4py communicator (or its Fortran handle, an int), "
+                         f"not {type(comm).__module__}.{type(comm).__qualname__}")
+
+    # ---- lifetime ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Frees the communicator and every layer's state. Idempotent. Call it on every rank
+        (it is not collective). MPI stays initialised (see the class documentation)."""
+        h, self._h = getattr(self, "_h", None), None
+        if h is not None:
+            _open_comms.pop(self._serial, None)
+            lib = _library.loaded()
+            if lib is not None:
+                lib.terse_comm_destroy(h)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run."""
+        return getattr(self, "_h", None) is None
+
+    def __enter__(self) -> "Comm":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # at interpreter teardown, modules may already be gone
+            pass
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<terse.Comm closed>"
+        return f"<terse.Comm rank {self._rank} of {self._size}, {len(self._by_id)} layers>"
+
+    def _handle(self) -> ctypes.c_void_p:
+        h = getattr(self, "_h", None)
+        if h is None:
+            raise TerseError(Status.ERR_STATE, "this terse.Comm is closed")
+        return h
+
+    # ---- properties -------------------------------------------------------------------------
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in the communicator."""
+        self._handle()
+        return self._rank
+
+    @property
+    def size(self) -> int:
+        """The number of ranks."""
+        self._handle()
+        return self._size
+
+    @property
+    def config(self) -> str:
+        """The configuration in effect (after environment overrides), as a configuration
+        string (``terse_comm_config``)."""
+        h, lib = self._handle(), _library.get()
+        n = 1024
+        while True:
+            buf = ctypes.create_string_buffer(n)
+            s = lib.terse_comm_config(h, buf, n)
+            if s == 0:
+                return buf.value.decode("utf-8", "replace")
+            if s != Status.ERR_ARG or n >= 1 << 20:
+                _check(s)
+            n *= 4
+
+    @property
+    def layers(self) -> List[str]:
+        """The names of the registered layers, in registration (= id) order."""
+        return [l.name for l in self._by_id]
+
+    # ---- layers -----------------------------------------------------------------------------
+
+    def layer(self, name: str, shape: Shape, config: Optional[str] = None) -> int:
+        """Registers a layer and returns its id (0, 1, 2, ... in registration order).
+
+        ``shape`` is the gradient's shape (an int for a vector). terse sees it as a matrix:
+        a vector of n is n x 1, a matrix itself, and 3 or more dimensions are
+        ``shape[0] x prod(shape[1:])`` (PowerSGD's view of a convolution kernel). ``config``
+        overrides the communicator's keys compressor, feedback, adapt, min_size, reduce and
+        nonfinite for this layer. Every rank must register the same layers in the same order.
+        :meth:`allreduce` registers a layer on first use; call this for a per-layer config or
+        to allocate every layer's buffers up front.
+        """
+        h, lib = self._handle(), _library.get()
+        if not isinstance(name, str) or not name:
+            raise _arg_error(f"a layer name must be a non-empty str, not {name!r}")
+        bname = _encode(name, "layer name")
+        if name in self._layers:
+            raise _arg_error(f"layer '{name}' is already registered (id {self._layers[name].id})")
+        dims = _normalise_shape(shape)
+        entry = _Layer(name, -1, dims, config)
+        lid = ctypes.c_int()
+        _check(lib.terse_layer_add(h, bname, entry.rows, entry.cols, _encode(config, "config"),
+                                   ctypes.byref(lid)))
+        entry.id = lid.value
+        assert entry.id == len(self._by_id), "terse ids are consecutive from 0"
+        self._layers[name] = entry
+        self._by_id.append(entry)
+        return entry.id
+
+    def _lookup(self, layer: LayerKey) -> Optional[_Layer]:
+        if isinstance(layer, str):
+            l = self._layers.get(layer)
+            if l is None:
+                raise _arg_error(f"unknown layer '{layer}'; registered: "
+                                 + (", ".join(repr(n) for n in self._layers) or "none"))
+            return l
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+            raise _arg_error(f"layer must be a name (str) or an id (int), not {layer!r}")
+        i = int(layer)
+        # an id this binding did not hand out: let terse answer (TERSE_ERR_ARG, with the range)
+        return self._by_id[i] if 0 <= i < len(self._by_id) else None
+
+    def _prepare(self, buf: Buffer, layer: LayerKey, where: str) -> Tuple[int, np.ndarray]:
+        """Validates one (buffer, layer) pair, registering the layer on first use by name."""
+        a = _as_array(buf, where)
+        if isinstance(layer, str) and layer not in self._layers:
+            self.layer(layer, a.shape)
+        l = self._lookup(layer)
+        if l is None:
+            return int(layer), a
+        if tuple(a.shape) != l.shape:
+            raise _arg_error(f"{where}: layer '{l.name}' was registered with shape {l.shape}; "
+                             f"got shape {tuple(a.shape)}")
+        return l.id, a
+
+    # ---- the allreduce ----------------------------------------------------------------------
+
+    def allreduce(self, buf: Buffer, layer: LayerKey) -> Buffer:
+        """Compressed allreduce of one layer, in place; returns ``buf`` itself.
+
+        ``buf`` is this rank's local gradient: a C-contiguous, writable numpy float32 array,
+        or a contiguous CPU ``torch.float32`` tensor. On return it holds the aggregated
+        estimate of the mean over the ranks (the sum with ``reduce=sum``), bitwise identical
+        on every rank. ``layer`` is a name (registered on first use with ``buf``'s shape;
+        later calls must pass the same shape) or an id from :meth:`layer`. Collective: every
+        rank calls it with the same layer. Raises TerseError (TERSE_ERR_MISMATCH when ranks
+        disagree, TERSE_ERR_NONFINITE for a NaN/Inf with nonfinite=error, ...).
+        """
+        h = self._handle()
+        lid, a = self._prepare(buf, layer, f"allreduce(layer={layer!r})")
+        _check(_library.get().terse_allreduce(h, lid, a.ctypes.data))
+        return buf
+
+    def allreduce_many(self, items: Union[Mapping[LayerKey, Buffer],
+                                          Iterable[Tuple[Buffer, LayerKey]]]) -> List[Buffer]:
+        """:meth:`allreduce` of several layers in one call, in the order given (the same on
+        every rank). ``items`` is a sequence of ``(buf, layer)`` pairs, or a mapping
+        ``{layer: buf}``. Every pair is checked before anything is reduced; terse then stops
+        at the first error (the layers before it are reduced). Returns the buffers, in order.
+        """
+        h = self._handle()
+        pairs = [(b, k) for k, b in items.items()] if isinstance(items, Mapping) else list(items)
+        ids, arrays, bufs = [], [], []
+        for i, pair in enumerate(pairs):
+            try:
+                b, k = pair
+            except (TypeError, ValueError):
+                raise _arg_error(f"allreduce_many: item {i} is not a (buffer, layer) "
+                                 "pair") from None
+            lid, a = self._prepare(b, k, f"allreduce_many item {i} (layer={k!r})")
+            ids.append(lid)
+            arrays.append(a)
+            bufs.append(b)
+        n = len(ids)
+        c_ids = (ctypes.c_int * max(n, 1))(*ids)
+        c_ptrs = (ctypes.c_void_p * max(n, 1))(*[a.ctypes.data for a in arrays])
+        _check(_library.get().terse_allreduce_many(h, n, c_ids, c_ptrs))
+        return bufs
+
+    def step_end(self) -> None:
+        """Marks the end of an optimizer step: advances the step counter that drives
+        schedules (DGC warm-up, L-GreCo periods). Call it on every rank at the same point."""
+        _check(_library.get().terse_step_end(self._handle()))
+
+    def set_learning_rate(self, lr: float) -> None:
+        """Sets gamma for layers with ``feedback=ef:lr=GAMMA`` (the learning-rate-inside
+        form), from the next call on. Same value on every rank; finite and > 0."""
+        _check(_library.get().terse_set_learning_rate(self._handle(), float(lr)))
+
+    # ---- statistics and state ---------------------------------------------------------------
+
+    def _stats_of(self, l: _Layer) -> Dict[str, Any]:
+        s = _library.TerseStats()
+        _check(_library.get().terse_layer_stats(self._handle(), l.id, ctypes.byref(s)))
+        d: Dict[str, Any] = {"name": l.name, "id": l.id, "shape": l.shape,
+                             "codec": s.codec.decode("utf-8", "replace"),
+                             "feedback": s.feedback.decode("utf-8", "replace")}
+        for f in _STATS_FIELDS:
+            d[f] = getattr(s, f)
+        d["dense"] = bool(s.dense)
+        return d
+
+    def stats(self, layer: Optional[LayerKey] = None) -> Dict[str, Any]:
+        """Statistics of one layer (``terse_layer_stats``) as a dict, or of every layer as
+        ``{name: dict}`` in registration order when ``layer`` is None.
+
+        Keys: name, id, shape, codec, feedback, count, calls, skipped, step, wire_bytes,
+        sent_bytes, total_sent_bytes, compress_us, comm_us, decompress_us, dense. The byte
+        and time figures are those of the layer's last call.
+        """
+        self._handle()
+        if layer is None:
+            return {l.name: self._stats_of(l) for l in self._by_id}
+        l = self._lookup(layer)
+        if l is None:
+            raise _arg_error(f"unknown layer id {layer}; {len(self._by_id)} layers are registered")
+        return self._stats_of(l)
+
+    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        """Saves every layer's state so that :meth:`load` resumes bit for bit. Each rank
+        writes ``<path>.rank<R>``, atomically. Collective; TERSE_ERR_IO on every rank if any
+        rank failed to write."""
+        _check(_library.get().terse_state_save(self._handle(), os.fsencode(path)))
+
+    def load(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        """Loads what :meth:`save` wrote, into a Comm with the same rank count and the same
+        layers registered in the same order (register them first, e.g. with :meth:`layer`).
+        Collective and all-or-nothing: TERSE_ERR_IO or TERSE_ERR_MISMATCH leaves the state
+        unchanged on every rank."""
+        _check(_library.get().terse_state_load(self._handle(), os.fsencode(path)))
