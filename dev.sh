@@ -15,7 +15,8 @@ build=${TERSE_BUILD_DIR:-build}
 
 # Debian packages the build, the tests and the demo need.
 packages=(build-essential meson ninja-build pkg-config libopenmpi-dev openmpi-bin
-          libhwloc-dev check iproute2 python3-numpy python3-mpi4py)
+          libhwloc-dev check iproute2 python3-numpy python3-mpi4py python3-torch
+          python3-sklearn)
 
 log() { printf '==> %s\n' "$*" >&2; }
 

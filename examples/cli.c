@@ -2,10 +2,13 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "terse_mpi.h"
 
 /* ---- Options ---------------------------------------------------------------------------- */
 
@@ -55,6 +58,18 @@ int cli_parse_long(const char *s, long *out_p)
     return 0;
 }
 
+int cli_parse_count(const char *s, const char *s_end, long max, long *out_p)
+{
+    char *end;
+    if (*s < '0' || *s > '9') return -1;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (end == s || errno == ERANGE || v > max) return -1;
+    if (s_end ? end != s_end : *end != '\0') return -1;
+    *out_p = v;
+    return 0;
+}
+
 int cli_option_double(const char *flag, const char *value, double min, int strict,
                       double *out_p, char *msg, size_t len)
 {
@@ -80,6 +95,14 @@ int cli_option_long(const char *flag, const char *value, long min, long *out_p, 
     return 0;
 }
 
+int cli_option_count(const char *flag, const char *value, long max, long *out_p, char *msg,
+                     size_t len)
+{
+    if (cli_parse_count(value, NULL, max, out_p) == 0) return 0;
+    snprintf(msg, len, "%s '%s': need an integer >= 0", flag, value);
+    return -1;
+}
+
 int cli_option_spec(const char *flag, const char *value, const char *examples,
                     const char *note, char *msg, size_t len)
 {
@@ -88,6 +111,70 @@ int cli_option_spec(const char *flag, const char *value, const char *examples,
              examples, note ? " (" : "", note ? note : "", note ? ")" : "");
     return -1;
 }
+
+/* ---- Report iterations ----------------------------------------------------------------- */
+
+int cli_report_parse(const char *value, cli_report_t *r, char *msg, size_t len)
+{
+    size_t n = 1;
+    for (const char *p = value; *p; p++) n += *p == ',';
+    long *t = malloc(n * sizeof *t);
+    if (!t) {
+        snprintf(msg, len, "--report: out of memory");
+        return -1;
+    }
+    const char *p = value;
+    for (size_t i = 0; i < n; i++) {
+        const char *comma = strchr(p, ',');
+        if (cli_parse_count(p, comma, LONG_MAX, &t[i]) || (i > 0 && t[i] <= t[i - 1])) {
+            snprintf(msg, len, "--report '%s': need increasing integers >= 0 separated by "
+                     "commas, e.g. 1,10,100,1000", value);
+            free(t);
+            return -1;
+        }
+        p = comma ? comma + 1 : p;
+    }
+    free(r->iters);
+    *r = (cli_report_t){.iters = t, .n = n};
+    return 0;
+}
+
+int cli_report_finish(cli_report_t *r, long iters, char *msg, size_t len)
+{
+    if (r->iters) {
+        if (r->iters[r->n - 1] <= iters) return 0;
+        snprintf(msg, len, "--report %ld is beyond --iters %ld", r->iters[r->n - 1], iters);
+        return -1;
+    }
+    long *t = malloc(24 * sizeof *t); /* 1, 10, ..., 10^18 below LONG_MAX, and iters */
+    if (!t) {
+        snprintf(msg, len, "out of memory");
+        return -1;
+    }
+    size_t n = 0;
+    for (long p = 1; p <= iters; p *= 10) {
+        t[n++] = p;
+        if (p > LONG_MAX / 10) break;
+    }
+    if (n == 0 || t[n - 1] != iters) t[n++] = iters;
+    *r = (cli_report_t){.iters = t, .n = n};
+    return 0;
+}
+
+int cli_report_due(cli_report_t *r, long t)
+{
+    if (r->next >= r->n || r->iters[r->next] != t) return 0;
+    r->next++;
+    return 1;
+}
+
+void cli_report_free(cli_report_t *r)
+{
+    free(r->iters);
+    *r = (cli_report_t){0};
+}
+
+/* ---- Usage ------------------------------------------------------------------------------ */
 
 /* The rank before MPI is initialised, from the launcher's environment. 0 when run alone. */
 static int launcher_rank(void)
@@ -135,6 +222,42 @@ int cli_all_ok_terse(const char *prog, terse_status_t s, int rank, const char *w
     char msg[1024] = "";
     if (s != TERSE_OK) terse_message(msg, sizeof msg, what, s);
     return cli_all_ok(prog, s == TERSE_OK, rank, msg);
+}
+
+int cli_comm_open(const char *prog, int rank, const char *compressor, const char *feedback,
+                  const char *layer_name, size_t d, terse_comm_t **tc_p, int *layer_p,
+                  char *in_effect, size_t len)
+{
+    char config[512];
+    snprintf(config, sizeof config, "compressor=%s; feedback=%s; min_size=0", compressor,
+             feedback);
+    terse_status_t s = terse_comm_create_mpi(MPI_COMM_WORLD, config, tc_p);
+    if (!cli_all_ok_terse(prog, s, rank, "terse_comm_create_mpi"))
+        return s == TERSE_ERR_ARG || s == TERSE_ERR_UNSUPPORTED ? 2 : 1;
+    s = terse_layer_add(*tc_p, layer_name, d, 1, NULL, layer_p);
+    if (!cli_all_ok_terse(prog, s, rank, "terse_layer_add"))
+        return s == TERSE_ERR_ARG || s == TERSE_ERR_UNSUPPORTED ? 2 : 1;
+    s = terse_comm_config(*tc_p, in_effect, len);
+    if (!cli_all_ok_terse(prog, s, rank, "terse_comm_config")) return 1;
+    return 0;
+}
+
+int cli_comm_destroy(const char *prog, int rank, terse_comm_t *tc)
+{
+    terse_status_t s = terse_comm_destroy(tc);
+    if (s == TERSE_OK) return 0;
+    fprintf(stderr, "%s: rank %d: terse_comm_destroy: %s: %s\n", prog, rank,
+            terse_status_string(s), terse_last_error());
+    return 1;
+}
+
+void cli_sum_exact(const char *prog, int rank, const double *in, double *out, int n)
+{
+    if (MPI_Allreduce(in ? in : MPI_IN_PLACE, out, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD) ==
+        MPI_SUCCESS)
+        return;
+    fprintf(stderr, "%s: rank %d: MPI_Allreduce of the exact gradient failed\n", prog, rank);
+    MPI_Abort(MPI_COMM_WORLD, 1);
 }
 
 void cli_loop_failed(const char *prog, int rank, int size, const char *what, terse_status_t s)

@@ -1,7 +1,7 @@
 /*
  * cli.h — the command-line and error handling that the example programs share (logreg,
- * ef21_logreg). Each program keeps its own options, defaults and messages; what is here is the
- * mechanics they have in common.
+ * ef21_logreg, hetero_lsq). Each program keeps its own options, defaults and messages; what
+ * is here is the mechanics they have in common.
  *
  * Conventions. A function that can fail returns 0, or -1 with a one-line message in (msg,
  * len) that names the option and what it accepts; its outputs come last before the message
@@ -46,6 +46,10 @@ int cli_parse_double(const char *s, double *out_p);
  * or -1: not a number, trailing text, or out of range. */
 int cli_parse_long(const char *s, long *out_p);
 
+/* The whole of [s, s_end) (s_end NULL: up to the NUL) as a decimal integer in [0, max]: digits
+ * only, no sign or spaces (which strtol would let pass). 0, or -1. */
+int cli_parse_count(const char *s, const char *s_end, long max, long *out_p);
+
 /* The value of option `flag` as a finite double >= min, or > min when `strict`. 0, or -1 with
  * "FLAG 'VALUE': need a finite number >= MIN" (> when strict; MIN printed with %g). */
 int cli_option_double(const char *flag, const char *value, double min, int strict,
@@ -56,12 +60,43 @@ int cli_option_double(const char *flag, const char *value, double min, int stric
 int cli_option_long(const char *flag, const char *value, long min, long *out_p, char *msg,
                     size_t len);
 
+/* The value of option `flag` as a count (cli_parse_count's syntax) <= max. 0, or -1 with
+ * "FLAG 'VALUE': need an integer >= 0"; max is not in the message, so it suits limits that only
+ * guard against overflow (LONG_MAX). */
+int cli_option_count(const char *flag, const char *value, long max, long *out_p, char *msg,
+                     size_t len);
+
 /* Checks a --compressor or --feedback value, which the program pastes into its configuration
  * string as one item "key=VALUE": it must be non-empty and hold no ';', which would smuggle in
  * other keys. 0, or -1 with "FLAG 'VALUE': give one spec such as EXAMPLES, without ';'",
  * followed by " (NOTE)" when note is not NULL. */
 int cli_option_spec(const char *flag, const char *value, const char *examples,
                     const char *note, char *msg, size_t len);
+
+/* The iterations at which a program reports ("--report T1,T2,..."), and how far it got. */
+typedef struct {
+    long *iters;  /* increasing, >= 0 (malloc'd; NULL until parsed or defaulted) */
+    size_t n;
+    size_t next;  /* the first entry not yet reported                             */
+} cli_report_t;
+
+/* Parses the --report value, increasing counts separated by commas, into *r (replacing and
+ * freeing a list parsed before). 0, or -1 with "--report 'VALUE': need increasing integers >=
+ * 0 separated by commas, e.g. 1,10,100,1000" (or "--report: out of memory"); *r is unchanged
+ * on failure. */
+int cli_report_parse(const char *value, cli_report_t *r, char *msg, size_t len);
+
+/* After the options: checks a parsed list against --iters, or, when none was given, sets the
+ * default 1, 10, 100, ... up to iters, and iters itself. 0, or -1 with "--report T is beyond
+ * --iters ITERS" or "out of memory". */
+int cli_report_finish(cli_report_t *r, long iters, char *msg, size_t len);
+
+/* 1 when iteration t is the next one to report (and moves past it), else 0. Call it once per
+ * iteration, in increasing t. */
+int cli_report_due(cli_report_t *r, long t);
+
+/* Frees the list; r may be all zero. */
+void cli_report_free(cli_report_t *r);
 
 /* Answers a parse that did not end in "run", before MPI_Init: parsed is 1 when --help was
  * asked, -1 for bad usage with msg. Only the launcher's rank 0 prints (the rank is read from
@@ -83,6 +118,29 @@ int cli_all_ok(const char *prog, int ok, int rank, const char *msg);
  * TERSE_OK, else the message is "WHAT: STATUS: LAST_ERROR". Call it right after the failed
  * call, before any other terse call can replace terse_last_error(). */
 int cli_all_ok_terse(const char *prog, terse_status_t s, int rank, const char *what);
+
+/* Sets up the communicator the way the examples do: "compressor=COMPRESSOR;
+ * feedback=FEEDBACK; min_size=0" over MPI_COMM_WORLD (min_size=0: the model is compressed
+ * however small it is), one layer `layer_name` of d x 1 into *layer_p, and the configuration
+ * in force into (in_effect, len). Each step goes through cli_all_ok_terse, so an error prints
+ * once and every rank stops. Returns 0 when every rank succeeded; else the exit status for this
+ * rank: 2 when its terse_comm_create_mpi or terse_layer_add rejected the configuration
+ * (TERSE_ERR_ARG, TERSE_ERR_UNSUPPORTED: the user's to fix), 1 otherwise. Unlike the other
+ * outputs, *tc_p is set as soon as the communicator exists, also on failure: the caller
+ * destroys it (cli_comm_destroy) on its way out either way. */
+int cli_comm_open(const char *prog, int rank, const char *compressor, const char *feedback,
+                  const char *layer_name, size_t d, terse_comm_t **tc_p, int *layer_p,
+                  char *in_effect, size_t len);
+
+/* terse_comm_destroy(tc) (tc may be NULL) at the end of a run. 0, or 1 (the exit status) after
+ * "PROG: rank R: terse_comm_destroy: STATUS: LAST_ERROR" on stderr. */
+int cli_comm_destroy(const char *prog, int rank, terse_comm_t *tc);
+
+/* The sum over the ranks of n doubles, in into out (in NULL: in place in out), for the exact
+ * figures a program reports beside terse's compressed ones. An MPI failure there leaves the
+ * peers inside the collective: this rank prints "PROG: rank R: MPI_Allreduce of the exact
+ * gradient failed" and aborts the job. */
+void cli_sum_exact(const char *prog, int rank, const double *in, double *out, int n);
 
 /* Reports a terse call `what` of the training loop that failed with s (the message as above,
  * so also right after the call). terse reports a mismatch or a non-finite gradient on every

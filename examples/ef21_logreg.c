@@ -65,6 +65,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "ef21_step.h"
 #include "libsvm.h"
 #include "logreg_model.h"
 #include "terse.h"
@@ -82,8 +83,7 @@ typedef struct {
     long iters;
     int x0_random;          /* 0: x0 = 0; 1: x0 ~ N(0, I) drawn from x0_seed           */
     uint64_t x0_seed;
-    long *report;           /* report iterations, increasing (malloc'd)                */
-    size_t n_report;
+    cli_report_t report;    /* report iterations                                       */
 } opts_t;
 
 static void usage(FILE *f)
@@ -121,62 +121,6 @@ static void usage(FILE *f)
 
 /* ---- Arguments -------------------------------------------------------------------------- */
 
-/* A decimal integer in [0, max], the whole of [s, s_end) (s_end NULL: to the NUL). */
-static int parse_count(const char *s, const char *s_end, long max, long *out)
-{
-    char *end;
-    if (*s < '0' || *s > '9') return -1; /* strtol would accept a sign or spaces */
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || errno == ERANGE || v > max) return -1;
-    if (s_end ? end != s_end : *end != '\0') return -1;
-    *out = v;
-    return 0;
-}
-
-/* The report list "T1,T2,..." into o->report. 0, or -1 with a message. */
-static int parse_report(const char *v, opts_t *o, char *msg, size_t len)
-{
-    size_t n = 1;
-    for (const char *p = v; *p; p++) n += *p == ',';
-    long *r = malloc(n * sizeof *r);
-    if (!r) {
-        snprintf(msg, len, "--report: out of memory");
-        return -1;
-    }
-    const char *p = v;
-    for (size_t i = 0; i < n; i++) {
-        const char *comma = strchr(p, ',');
-        if (parse_count(p, comma, LONG_MAX, &r[i]) || (i > 0 && r[i] <= r[i - 1])) {
-            snprintf(msg, len, "--report '%s': need increasing integers >= 0 separated by "
-                     "commas, e.g. 1,10,100,1000", v);
-            free(r);
-            return -1;
-        }
-        p = comma ? comma + 1 : p;
-    }
-    free(o->report);
-    o->report = r;
-    o->n_report = n;
-    return 0;
-}
-
-/* The default report list: 1, 10, 100, ... up to iters, and iters itself. */
-static int default_report(opts_t *o)
-{
-    long *r = malloc(24 * sizeof *r);
-    if (!r) return -1;
-    size_t n = 0;
-    for (long t = 1; t <= o->iters; t *= 10) {
-        r[n++] = t;
-        if (t > LONG_MAX / 10) break;
-    }
-    if (n == 0 || r[n - 1] != o->iters) r[n++] = o->iters;
-    o->report = r;
-    o->n_report = n;
-    return 0;
-}
-
 /* 0: run; 1: --help was asked; -1: bad usage, with a message in msg. Accepts "--flag VALUE"
  * and "--flag=VALUE". */
 static int parse_args(int argc, char **argv, opts_t *o, char *msg, size_t len)
@@ -209,15 +153,12 @@ static int parse_args(int argc, char **argv, opts_t *o, char *msg, size_t len)
                 return -1;
             }
         } else if (!strcmp(flag, "--iters")) {
-            if (parse_count(v, NULL, LONG_MAX - 1, &lv)) {
-                snprintf(msg, len, "--iters '%s': need an integer >= 0", v);
-                return -1;
-            }
-            o->iters = lv;
+            if (cli_option_count(flag, v, LONG_MAX - 1, &o->iters, msg, len)) return -1;
         } else if (!strcmp(flag, "--x0")) {
             if (!strcmp(v, "zero")) {
                 o->x0_random = 0;
-            } else if (!strncmp(v, "randn:", 6) && !parse_count(v + 6, NULL, LONG_MAX, &lv)) {
+            } else if (!strncmp(v, "randn:", 6) &&
+                       !cli_parse_count(v + 6, NULL, LONG_MAX, &lv)) {
                 o->x0_random = 1;
                 o->x0_seed = (uint64_t)lv;
             } else {
@@ -226,7 +167,7 @@ static int parse_args(int argc, char **argv, opts_t *o, char *msg, size_t len)
                 return -1;
             }
         } else if (!strcmp(flag, "--report")) {
-            if (parse_report(v, o, msg, len)) return -1;
+            if (cli_report_parse(v, &o->report, msg, len)) return -1;
         } else {
             snprintf(msg, len, "unknown option '%s' (--help lists them)", flag);
             return -1;
@@ -237,15 +178,7 @@ static int parse_args(int argc, char **argv, opts_t *o, char *msg, size_t len)
                  "/work/shared/data/libsvm/mushrooms.txt");
         return -1;
     }
-    if (o->report && o->report[o->n_report - 1] > o->iters) {
-        snprintf(msg, len, "--report %ld is beyond --iters %ld", o->report[o->n_report - 1],
-                 o->iters);
-        return -1;
-    }
-    if (!o->report && default_report(o)) {
-        snprintf(msg, len, "out of memory");
-        return -1;
-    }
+    if (cli_report_finish(&o->report, o->iters, msg, len)) return -1;
     /* A file that cannot be opened is a usage error, found before MPI starts. */
     FILE *f = fopen(o->data, "r");
     if (!f) {
@@ -280,54 +213,7 @@ static void draw_normal(uint64_t seed, double *x, size_t d)
     }
 }
 
-/* ---- The stepsize ----------------------------------------------------------------------- */
-
-/* The value of `key` in a method spec "name:key=value,key=value", or NAN. */
-static double spec_param(const char *spec, const char *key)
-{
-    const char *p = strchr(spec, ':');
-    size_t klen = strlen(key);
-    while (p) {
-        p++;
-        if (!strncmp(p, key, klen) && p[klen] == '=') return strtod(p + klen + 1, NULL);
-        p = strchr(p, ',');
-    }
-    return NAN;
-}
-
-/* The number of values k that the sparsifier terse has in force keeps of d (topk, randk with
- * unbiased=0), as terse computes it: k=K, or max(1, floor(density d)); at most d. 0 for any
- * other codec, and when the layer goes dense. */
-static size_t codec_k(const terse_stats_t *st, size_t d)
-{
-    size_t name_len = strcspn(st->codec, ":");
-    int topk = name_len == 4 && !strncmp(st->codec, "topk", 4);
-    int randk = name_len == 5 && !strncmp(st->codec, "randk", 5);
-    if (st->dense || d == 0 || !(topk || (randk && spec_param(st->codec, "unbiased") != 1)))
-        return 0;
-    double k = spec_param(st->codec, "k");
-    if (isnan(k)) {
-        double density = spec_param(st->codec, "density");
-        if (isnan(density)) density = 0.01; /* topk's default */
-        k = (double)(size_t)(density * (double)d);
-        if (k < 1) k = 1;
-    }
-    return k < (double)d ? (size_t)k : d;
-}
-
-/* The contraction parameter of the codec terse has in force, as listed in the file header;
- * *known = 0 when there is no bound and 1 is assumed. */
-static double codec_alpha(const terse_stats_t *st, size_t d, int *known)
-{
-    *known = 1;
-    size_t k = codec_k(st, d);
-    if (k > 0) return (double)k / (double)d;
-    if (st->dense || d == 0 || !strcmp(st->codec, "none")) return 1;
-    if (!strcmp(st->codec, "fp16")) return 1 - 0x1p-22;
-    if (!strcmp(st->codec, "bf16")) return 1 - 0x1p-16;
-    *known = 0; /* randk:unbiased=1 (scaled by d/k: not contractive), and the others */
-    return 1;
-}
+/* ---- The smoothness constants ----------------------------------------------------------- */
 
 /* The smoothness constants: L of all rows in *L and every rank's L_i in Li (n wide), the same
  * on every rank. Collective; the ranks agree on failure before each collective step, so none
@@ -366,14 +252,6 @@ static int smoothness(const logreg_rows_t *A, size_t N, int rank, double *L, dou
     return 0;
 }
 
-/* ---- Errors ----------------------------------------------------------------------------- */
-
-/* A configuration terse rejects is the user's to fix: exit status 2. */
-static int is_usage_error(terse_status_t s)
-{
-    return s == TERSE_ERR_ARG || s == TERSE_ERR_UNSUPPORTED;
-}
-
 /* ---- Main ------------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -382,7 +260,7 @@ int main(int argc, char **argv)
     char msg[1024];
     int pr = parse_args(argc, argv, &o, msg, sizeof msg);
     if (pr != 0) {
-        free(o.report);
+        cli_report_free(&o.report);
         return cli_usage_print(PROG, pr, msg, usage);
     }
 
@@ -433,50 +311,33 @@ int main(int argc, char **argv)
     double L = 0;
     ok = smoothness(&A, N, rank, &L, Li, msg, sizeof msg) == 0;
     if (!cli_all_ok(PROG, ok, rank, msg)) goto out;
-    double sum_L = 0, sum_L2 = 0, min_L = INFINITY, max_L = 0;
-    for (int i = 0; i < size; i++) { /* the same order, so the same bits, on every rank */
-        sum_L += Li[i];
-        sum_L2 += Li[i] * Li[i];
-        min_L = fmin(min_L, Li[i]);
-        max_L = fmax(max_L, Li[i]);
-    }
-    const double L_AM = sum_L / size, L_QM = sqrt(sum_L2 / size);
+    const ef21_means_t Lm = ef21_means(Li, size);
 
     /* The communicator. min_size=0: the model is compressed however small it is. EF21-W: each
      * rank's own weight, which terse allows to differ between ranks. */
-    char feedback[128], config[512], in_effect[1024];
+    char feedback[128], in_effect[1024];
     if (!strcmp(o.feedback, "ef21-w"))
-        snprintf(feedback, sizeof feedback, "ef21:weight=%.17g", Li[rank] / sum_L);
+        snprintf(feedback, sizeof feedback, "ef21:weight=%.17g", Li[rank] / Lm.sum);
     else
         snprintf(feedback, sizeof feedback, "%s", o.feedback);
-    snprintf(config, sizeof config, "compressor=%s; feedback=%s; min_size=0", o.compressor,
-             feedback);
-    s = terse_comm_create_mpi(MPI_COMM_WORLD, config, &tc);
-    if (!cli_all_ok_terse(PROG, s, rank, "terse_comm_create_mpi")) {
-        rc = is_usage_error(s) ? 2 : 1;
-        goto out;
-    }
     int layer = -1;
-    s = terse_layer_add(tc, "ef21_logreg.x", d, 1, NULL, &layer);
-    if (!cli_all_ok_terse(PROG, s, rank, "terse_layer_add")) {
-        rc = is_usage_error(s) ? 2 : 1;
+    int open_rc = cli_comm_open(PROG, rank, o.compressor, feedback, "ef21_logreg.x", d, &tc,
+                                &layer, in_effect, sizeof in_effect);
+    if (open_rc != 0) {
+        rc = open_rc;
         goto out;
     }
     terse_stats_t st;
-    s = terse_comm_config(tc, in_effect, sizeof in_effect);
-    if (!cli_all_ok_terse(PROG, s, rank, "terse_comm_config")) goto out;
     s = terse_layer_stats(tc, layer, &st);
     if (!cli_all_ok_terse(PROG, s, rank, "terse_layer_stats")) goto out;
 
     /* The stepsize. The method in force decides Ltilde (the TERSE_* variables may have
      * replaced the one asked for): L_AM for EF21 with weights, L_QM otherwise. */
     int alpha_known = 1;
-    const double alpha = o.alpha > 0 ? o.alpha : codec_alpha(&st, d, &alpha_known);
-    const double theta = 1 - sqrt(1 - alpha), beta = (1 - alpha) / theta;
+    const double alpha = o.alpha > 0 ? o.alpha : ef21_codec_alpha(&st, d, &alpha_known);
     const char *fb_in_effect = strstr(in_effect, "feedback=");
     const int weighted = fb_in_effect && !strncmp(fb_in_effect, "feedback=ef21:weight=", 21);
-    const double Ltilde = weighted ? L_AM : L_QM;
-    const double gamma = o.factor / (L + Ltilde * sqrt(beta / theta));
+    const ef21_step_t step = ef21_step(alpha, o.factor, L, weighted ? Lm.am : Lm.qm);
 
     if (o.x0_random) draw_normal(o.x0_seed, x, d);
 
@@ -504,13 +365,12 @@ int main(int argc, char **argv)
         } else {
             printf("zero\n");
         }
-        printf("# smoothness: L %.9g, L_i in [%.9g, %.9g], L_QM %.9g, L_AM %.9g\n", L, min_L,
-               max_L, L_QM, L_AM);
-        printf("# stepsize: alpha %.9g (%s%s), theta %.9g, beta %.9g, sqrt(beta/theta) %.9g;\n"
-               "#   gamma = %g / (L + %s sqrt(beta/theta)) = %.9g\n", alpha,
-               o.alpha > 0 ? "given" : st.codec, o.alpha > 0 || alpha_known ? "" :
-               ": no bound known for this codec, 1 assumed; --alpha sets it", theta, beta,
-               sqrt(beta / theta), o.factor, weighted ? "L_AM" : "L_QM", gamma);
+        printf("# smoothness: L %.9g, L_i in [%.9g, %.9g], L_QM %.9g, L_AM %.9g\n", L, Lm.min,
+               Lm.max, Lm.qm, Lm.am);
+        ef21_step_print(stdout, &step, o.alpha > 0 ? "given" : st.codec,
+                        o.alpha > 0 || alpha_known ? "" :
+                        ": no bound known for this codec, 1 assumed; --alpha sets it",
+                        weighted ? "L_AM" : "L_QM");
         printf("# terse %u, config (rank 0): %s\n", terse_version(), in_effect);
         printf("# bits: 8 x the bytes of this rank's terse messages so far\n");
         fflush(stdout);
@@ -520,21 +380,14 @@ int main(int argc, char **argv)
      * t is a report iteration) and for the update. */
     double t0 = MPI_Wtime();
     uint64_t bits = 0;
-    size_t next_report = 0;
     for (long t = 0;; t++) {
         logreg_pass(&A, x, NULL, NULL, gsum);
         const double inv_m = 1.0 / (double)A.rows;
         for (size_t k = 0; k < d; k++) gsum[k] *= inv_m; /* grad of rank i's mean loss */
-        if (next_report < o.n_report && o.report[next_report] == t) {
-            next_report++;
+        if (cli_report_due(&o.report, t)) {
             /* |grad f|^2 in double: the mean over ranks of the losses' gradients, plus the
              * regulariser's gradient once (it is the same on every rank) */
-            if (MPI_Allreduce(gsum, exact, (int)d, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD) !=
-                MPI_SUCCESS) {
-                fprintf(stderr, PROG ": rank %d: MPI_Allreduce of the exact gradient failed\n",
-                        rank);
-                MPI_Abort(MPI_COMM_WORLD, 1);
-            }
+            cli_sum_exact(PROG, rank, gsum, exact, (int)d);
             double gn = 0;
             for (size_t k = 0; k < d; k++) {
                 double gk = exact[k] / size + logreg_reg_grad(LOGREG_REG_NONCONVEX, LAMBDA, x[k]);
@@ -560,13 +413,13 @@ int main(int argc, char **argv)
             cli_loop_failed(PROG, rank, size, "terse_step_end", s);
             goto out;
         }
-        for (size_t k = 0; k < d; k++) x[k] -= gamma * (double)g[k];
+        for (size_t k = 0; k < d; k++) x[k] -= step.gamma * (double)g[k];
     }
     double seconds = MPI_Wtime() - t0;
     if (rank == 0) {
         printf("# done: %ld iterations in %.3f s; codec %s, feedback %s; %llu bits per worker",
                o.iters, seconds, st.codec, st.feedback, (unsigned long long)bits);
-        size_t k = codec_k(&st, d);
+        size_t k = ef21_codec_k(&st, d);
         if (k > 0) /* the paper's count: k values of 32 bits per iteration */
             printf(" (the EF21 paper's count t k 32: %.0f)", (double)o.iters * (double)k * 32);
         printf("\n");
@@ -575,12 +428,7 @@ int main(int argc, char **argv)
     rc = 0;
 
 out:
-    s = terse_comm_destroy(tc);
-    if (s != TERSE_OK) {
-        fprintf(stderr, PROG ": rank %d: terse_comm_destroy: %s: %s\n", rank,
-                terse_status_string(s), terse_last_error());
-        rc = 1;
-    }
+    if (cli_comm_destroy(PROG, rank, tc)) rc = 1;
     logreg_rows_free(&A);
     libsvm_free(&D);
     free(x);
@@ -588,7 +436,7 @@ out:
     free(exact);
     free(g);
     free(Li);
-    free(o.report);
+    cli_report_free(&o.report);
     MPI_Finalize();
     return rc;
 }

@@ -53,7 +53,6 @@
  * (a TopK message is 4 + 8k bytes; the first message of ef21 and econtrol, uncompressed, 4d).
  * A run whose gradient overflows float32 ends with a '# diverged' line and exit status 3.
  */
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <mpi.h>
@@ -63,6 +62,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "ef21_step.h"
 #include "logreg_model.h" /* logreg_lambda_max: the largest eigenvalue of a symmetric matrix */
 #include "terse.h"
 #include "terse_mpi.h"
@@ -79,8 +79,7 @@ typedef struct {
     long dim;               /* d                                            */
     long rows;              /* m, rows per rank; 0: 4 d                     */
     uint64_t seed;
-    long *report;           /* report iterations, increasing (malloc'd)     */
-    size_t n_report;
+    cli_report_t report;    /* report iterations                            */
 } opts_t;
 
 static void usage(FILE *f)
@@ -117,62 +116,6 @@ static void usage(FILE *f)
 
 /* ---- Arguments -------------------------------------------------------------------------- */
 
-/* A decimal integer in [0, max], the whole of [s, s_end) (s_end NULL: to the NUL). */
-static int parse_count(const char *s, const char *s_end, long max, long *out)
-{
-    char *end;
-    if (*s < '0' || *s > '9') return -1; /* strtol would accept a sign or spaces */
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || errno == ERANGE || v > max) return -1;
-    if (s_end ? end != s_end : *end != '\0') return -1;
-    *out = v;
-    return 0;
-}
-
-/* The report list "T1,T2,..." into o->report. 0, or -1 with a message. */
-static int parse_report(const char *v, opts_t *o, char *msg, size_t len)
-{
-    size_t n = 1;
-    for (const char *p = v; *p; p++) n += *p == ',';
-    long *r = malloc(n * sizeof *r);
-    if (!r) {
-        snprintf(msg, len, "--report: out of memory");
-        return -1;
-    }
-    const char *p = v;
-    for (size_t i = 0; i < n; i++) {
-        const char *comma = strchr(p, ',');
-        if (parse_count(p, comma, LONG_MAX, &r[i]) || (i > 0 && r[i] <= r[i - 1])) {
-            snprintf(msg, len, "--report '%s': need increasing integers >= 0 separated by "
-                     "commas, e.g. 1,10,100,1000", v);
-            free(r);
-            return -1;
-        }
-        p = comma ? comma + 1 : p;
-    }
-    free(o->report);
-    o->report = r;
-    o->n_report = n;
-    return 0;
-}
-
-/* The default report list: 1, 10, 100, ... up to iters, and iters itself. */
-static int default_report(opts_t *o)
-{
-    long *r = malloc(24 * sizeof *r);
-    if (!r) return -1;
-    size_t n = 0;
-    for (long t = 1; t <= o->iters; t *= 10) {
-        r[n++] = t;
-        if (t > LONG_MAX / 10) break;
-    }
-    if (n == 0 || r[n - 1] != o->iters) r[n++] = o->iters;
-    o->report = r;
-    o->n_report = n;
-    return 0;
-}
-
 /* 0: run; 1: --help was asked; -1: bad usage, with a message in msg. */
 static int parse_args(int argc, char **argv, opts_t *o, char *msg, size_t len)
 {
@@ -193,31 +136,24 @@ static int parse_args(int argc, char **argv, opts_t *o, char *msg, size_t len)
         } else if (!strcmp(flag, "--hetero")) {
             if (cli_option_double(flag, v, 0, 0, &o->hetero, msg, len)) return -1;
         } else if (!strcmp(flag, "--iters")) {
-            if (parse_count(v, NULL, LONG_MAX - 1, &lv)) {
-                snprintf(msg, len, "--iters '%s': need an integer >= 0", v);
-                return -1;
-            }
-            o->iters = lv;
+            if (cli_option_count(flag, v, LONG_MAX - 1, &o->iters, msg, len)) return -1;
         } else if (!strcmp(flag, "--seed")) {
-            if (parse_count(v, NULL, LONG_MAX, &lv)) {
-                snprintf(msg, len, "--seed '%s': need an integer >= 0", v);
-                return -1;
-            }
+            if (cli_option_count(flag, v, LONG_MAX, &lv, msg, len)) return -1;
             o->seed = (uint64_t)lv;
         } else if (!strcmp(flag, "--dim")) {
-            if (parse_count(v, NULL, MAX_DIM, &lv) || lv < 1) {
+            if (cli_parse_count(v, NULL, MAX_DIM, &lv) || lv < 1) {
                 snprintf(msg, len, "--dim '%s': need an integer in 1..%d", v, MAX_DIM);
                 return -1;
             }
             o->dim = lv;
         } else if (!strcmp(flag, "--rows")) {
-            if (parse_count(v, NULL, INT_MAX, &lv) || lv < 1) {
+            if (cli_parse_count(v, NULL, INT_MAX, &lv) || lv < 1) {
                 snprintf(msg, len, "--rows '%s': need an integer >= 1 (and >= --dim)", v);
                 return -1;
             }
             o->rows = lv;
         } else if (!strcmp(flag, "--report")) {
-            if (parse_report(v, o, msg, len)) return -1;
+            if (cli_report_parse(v, &o->report, msg, len)) return -1;
         } else {
             snprintf(msg, len, "unknown option '%s' (--help lists them)", flag);
             return -1;
@@ -229,15 +165,7 @@ static int parse_args(int argc, char **argv, opts_t *o, char *msg, size_t len)
                  o->rows, o->dim);
         return -1;
     }
-    if (o->report && o->report[o->n_report - 1] > o->iters) {
-        snprintf(msg, len, "--report %ld is beyond --iters %ld", o->report[o->n_report - 1],
-                 o->iters);
-        return -1;
-    }
-    if (!o->report && default_report(o)) {
-        snprintf(msg, len, "out of memory");
-        return -1;
-    }
+    if (cli_report_finish(&o->report, o->iters, msg, len)) return -1;
     return 0;
 }
 
@@ -337,48 +265,6 @@ static int cholesky_solve(double *H, double *r, size_t d)
     return 0;
 }
 
-/* ---- The stepsize ----------------------------------------------------------------------- */
-
-/* The value of `key` in a method spec "name:key=value,key=value", or NAN. */
-static double spec_param(const char *spec, const char *key)
-{
-    const char *p = strchr(spec, ':');
-    size_t klen = strlen(key);
-    while (p) {
-        p++;
-        if (!strncmp(p, key, klen) && p[klen] == '=') return strtod(p + klen + 1, NULL);
-        p = strchr(p, ',');
-    }
-    return NAN;
-}
-
-/* The contraction parameter alpha of the codec terse has in force: k/d for topk and for randk
- * with unbiased=0 (k=K, or max(1, floor(density d)), at most d: as terse computes it, and as
- * ef21_logreg does), else 1. *k_p: k, or 0 for the other codecs. */
-static double codec_alpha(const terse_stats_t *st, size_t d, size_t *k_p)
-{
-    size_t name_len = strcspn(st->codec, ":");
-    int topk = name_len == 4 && !strncmp(st->codec, "topk", 4);
-    int randk = name_len == 5 && !strncmp(st->codec, "randk", 5);
-    *k_p = 0;
-    if (st->dense || !(topk || (randk && spec_param(st->codec, "unbiased") != 1))) return 1;
-    double k = spec_param(st->codec, "k");
-    if (isnan(k)) {
-        double density = spec_param(st->codec, "density");
-        if (isnan(density)) density = 0.01; /* topk's default */
-        k = (double)(size_t)(density * (double)d);
-        if (k < 1) k = 1;
-    }
-    *k_p = k < (double)d ? (size_t)k : d;
-    return (double)*k_p / (double)d;
-}
-
-/* A configuration terse rejects is the user's to fix: exit status 2. */
-static int is_usage_error(terse_status_t s)
-{
-    return s == TERSE_ERR_ARG || s == TERSE_ERR_UNSUPPORTED;
-}
-
 /* ---- Main ------------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -387,7 +273,7 @@ int main(int argc, char **argv)
     char msg[1024];
     int pr = parse_args(argc, argv, &o, msg, sizeof msg);
     if (pr != 0) {
-        free(o.report);
+        cli_report_free(&o.report);
         return cli_usage_print(PROG, pr, msg, usage);
     }
 
@@ -462,40 +348,25 @@ int main(int argc, char **argv)
         xstar2 += xstar[j] * xstar[j];
     }
 
-    double sum_L = 0, sum_L2 = 0, min_L = INFINITY, max_L = 0;
-    for (int i = 0; i < size; i++) { /* the same order, so the same bits, on every rank */
-        sum_L += Li[i];
-        sum_L2 += Li[i] * Li[i];
-        min_L = fmin(min_L, Li[i]);
-        max_L = fmax(max_L, Li[i]);
-    }
-    const double L_AM = sum_L / size, L_QM = sqrt(sum_L2 / size);
+    const ef21_means_t Lm = ef21_means(Li, size);
 
-    /* The communicator. min_size=0: the model is compressed however small it is. */
-    char config[512], in_effect[1024];
-    snprintf(config, sizeof config, "compressor=%s; feedback=%s; min_size=0", o.compressor,
-             o.feedback);
-    s = terse_comm_create_mpi(MPI_COMM_WORLD, config, &tc);
-    if (!cli_all_ok_terse(PROG, s, rank, "terse_comm_create_mpi")) {
-        rc = is_usage_error(s) ? 2 : 1;
-        goto out;
-    }
+    /* The communicator, with min_size=0. */
+    char in_effect[1024];
     int layer = -1;
-    s = terse_layer_add(tc, "hetero_lsq.x", d, 1, NULL, &layer);
-    if (!cli_all_ok_terse(PROG, s, rank, "terse_layer_add")) {
-        rc = is_usage_error(s) ? 2 : 1;
+    int open_rc = cli_comm_open(PROG, rank, o.compressor, o.feedback, "hetero_lsq.x", d, &tc,
+                                &layer, in_effect, sizeof in_effect);
+    if (open_rc != 0) {
+        rc = open_rc;
         goto out;
     }
     terse_stats_t st;
-    s = terse_comm_config(tc, in_effect, sizeof in_effect);
-    if (!cli_all_ok_terse(PROG, s, rank, "terse_comm_config")) goto out;
     s = terse_layer_stats(tc, layer, &st);
     if (!cli_all_ok_terse(PROG, s, rank, "terse_layer_stats")) goto out;
 
-    size_t k = 0;
-    const double alpha = codec_alpha(&st, d, &k);
-    const double theta = 1 - sqrt(1 - alpha), beta = (1 - alpha) / theta;
-    const double gamma = o.factor / (L + L_QM * sqrt(beta / theta));
+    /* The stepsize: alpha = k/d for the sparsifiers, else 1 (no other codec's bound is used
+     * here, unlike ef21_logreg), and L_QM for every method. */
+    const size_t k = ef21_codec_k(&st, d);
+    const ef21_step_t step = ef21_step(k > 0 ? (double)k / (double)d : 1, o.factor, L, Lm.qm);
 
     if (rank == 0) {
         printf("# " PROG ": least squares, %d rank%s x %ld rows x %zu columns, seed %llu, "
@@ -507,10 +378,8 @@ int main(int argc, char **argv)
         printf("# solution: x* by Cholesky on rank 0, |x*|^2 %.6g, |grad f(x*)|^2 %.3g; "
                "heterogeneity zeta^2 = mean_i |grad f_i(x*)|^2 = %.6g\n", xstar2, gstar, zeta2);
         printf("# smoothness: L %.9g, mu %.9g, L/mu %.4g, L_i in [%.9g, %.9g], L_QM %.9g, "
-               "L_AM %.9g\n", L, mu, L / mu, min_L, max_L, L_QM, L_AM);
-        printf("# stepsize: alpha %.9g (%s), theta %.9g, beta %.9g, sqrt(beta/theta) %.9g;\n"
-               "#   gamma = %g / (L + L_QM sqrt(beta/theta)) = %.9g\n", alpha, st.codec, theta,
-               beta, sqrt(beta / theta), o.factor, gamma);
+               "L_AM %.9g\n", L, mu, L / mu, Lm.min, Lm.max, Lm.qm, Lm.am);
+        ef21_step_print(stdout, &step, st.codec, "", "L_QM");
         printf("# terse %u, config (rank 0): %s\n", terse_version(), in_effect);
         printf("# bits: 8 x the bytes of this rank's terse messages so far\n");
         fflush(stdout);
@@ -520,17 +389,10 @@ int main(int argc, char **argv)
      * is a report iteration) and for the update. */
     double t0 = MPI_Wtime();
     uint64_t bits = 0;
-    size_t next_report = 0;
     for (long t = 0;; t++) {
         problem_grad(Hi, ri, x, d, grad);
-        if (next_report < o.n_report && o.report[next_report] == t) {
-            next_report++;
-            if (MPI_Allreduce(grad, exact, (int)d, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD) !=
-                MPI_SUCCESS) {
-                fprintf(stderr, PROG ": rank %d: MPI_Allreduce of the exact gradient failed\n",
-                        rank);
-                MPI_Abort(MPI_COMM_WORLD, 1);
-            }
+        if (cli_report_due(&o.report, t)) {
+            cli_sum_exact(PROG, rank, grad, exact, (int)d);
             double gn = 0, dist = 0;
             for (size_t j = 0; j < d; j++) {
                 gn += (exact[j] / size) * (exact[j] / size);
@@ -564,7 +426,7 @@ int main(int argc, char **argv)
             cli_loop_failed(PROG, rank, size, "terse_step_end", s);
             goto out;
         }
-        for (size_t j = 0; j < d; j++) x[j] -= gamma * (double)g[j];
+        for (size_t j = 0; j < d; j++) x[j] -= step.gamma * (double)g[j];
     }
     double seconds = MPI_Wtime() - t0;
     if (rank == 0) {
@@ -575,12 +437,7 @@ int main(int argc, char **argv)
     rc = 0;
 
 out:
-    s = terse_comm_destroy(tc);
-    if (s != TERSE_OK) {
-        fprintf(stderr, PROG ": rank %d: terse_comm_destroy: %s: %s\n", rank,
-                terse_status_string(s), terse_last_error());
-        rc = 1;
-    }
+    if (cli_comm_destroy(PROG, rank, tc)) rc = 1;
     free(Hi);
     free(ri);
     free(H);
@@ -593,7 +450,7 @@ out:
     free(Li);
     free(shared);
     free(g);
-    free(o.report);
+    cli_report_free(&o.report);
     MPI_Finalize();
     return rc;
 }

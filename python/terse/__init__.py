@@ -10,12 +10,15 @@ Example (run it under ``mpirun -np N``)::
 
 Names follow the C API (include/terse.h): :class:`Comm` (``terse_comm_*``, layers, the
 allreduce, statistics, state), :class:`TerseError` and :class:`Status`, and
-:func:`lgreco_solve`. The shared library is found through ``TERSE_LIBRARY``, next to this
-package, in the repository's ``build/`` folder, or on the system path (docs/python.md).
+:func:`lgreco_solve`; ``terse.torch.ddp_comm_hook`` for PyTorch DDP (that submodule, and
+torch, are imported on first use only). The shared library is found through
+``TERSE_LIBRARY``, next to this package, in the repository's ``build/`` folder, or on the
+system path (docs/python.md).
 """
 from __future__ import annotations
 
-from typing import Tuple
+import importlib
+from typing import Any, Tuple
 
 from . import _library
 from ._comm import Comm
@@ -38,3 +41,11 @@ def library_version() -> Tuple[int, int, int]:
     """The version of the loaded libterse (``terse_version``), as (major, minor, patch)."""
     v = int(_library.get().terse_version())
     return v // 10000, v // 100 % 100, v % 100
+
+
+def __getattr__(name: str) -> Any:
+    # terse.torch imports torch: load it on first use only, so that `import terse` works
+    # (and stays fast) without torch.
+    if name == "torch":
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError(f"module 'terse' has no attribute {name!r}")

@@ -27,29 +27,12 @@ if [ ! -f "$data/mushrooms.txt" ]; then
 fi
 mushrooms=$data/mushrooms.txt
 
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
-
-# run NAME NP ARGS...: runs the program, stdout in $tmp/NAME.out, stderr in $tmp/NAME.err,
-# the exit status in $rc.
-run() {
-    local name=$1 np=$2
-    shift 2
-    "$mpirun" "${mpirun_args[@]}" -np "$np" "$prog" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err"
-    rc=$?
-}
+# tmp, fail, run, less, expect_usage_error
+source "$(dirname "$0")/lib.sh"
 
 # The gradnorm2 column of report iteration T in file F.
 gradnorm2() { awk -v t="$2" '$1 == "iter" && $2 == t { print $4 }' "$1"; }
 bits() { awk -v t="$2" '$1 == "iter" && $2 == t { print $6 }' "$1"; }
-# a < b for two numbers in any notation awk reads
-less() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 < b + 0) }'; }
 
 report=0,1,10,100,300
 common=(--data "$mushrooms" --compressor topk:k=1 --factor 64 --iters 300 --x0 zero
@@ -125,25 +108,8 @@ less "$w300" "$(awk -v g="$g0" 'BEGIN { print g / 100 }')" ||
     fail "ef21-w: gradnorm2 went from $g0 to $w300 in 300 iterations, want a decrease by > 100x"
 
 # ---- bad usage ------------------------------------------------------------------------------
-# expect_usage_error NAME NP MESSAGE_PART ARGS...: exit status 2, the message once on stderr,
-# no report lines. NP 0 runs the program alone, without mpirun (a launch costs seconds on a
-# loaded machine). Two cases run on 2 ranks, to see that only rank 0 prints: one found before
-# MPI starts, one found by terse.
-expect_usage_error() {
-    local name=$1 np=$2 want=$3
-    shift 3
-    if [ "$np" -eq 0 ]; then
-        "$prog" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err"
-        rc=$?
-    else
-        run "$name" "$np" "$@"
-    fi
-    [ "$rc" -eq 2 ] || fail "$name: exit status $rc, want 2"
-    local n
-    n=$(grep '^ef21_logreg: ' "$tmp/$name.err" | grep -cF -- "$want")
-    [ "$n" -eq 1 ] || { fail "$name: '$want' printed $n times, want once:"; cat "$tmp/$name.err"; }
-    ! grep -q '^iter' "$tmp/$name.out" || fail "$name: report lines after a usage error"
-}
+# expect_usage_error (lib.sh). Two cases run on 2 ranks, to see that only rank 0 prints: one
+# found before MPI starts, one found by terse.
 
 expect_usage_error unknown 2 "unknown option '--bogus'" --data "$mushrooms" --bogus 1
 expect_usage_error codec 2 "k=0" --data "$mushrooms" --compressor topk:k=0

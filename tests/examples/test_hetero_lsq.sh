@@ -22,28 +22,11 @@ mpirun=$2
 shift 2
 mpirun_args=("$@")
 
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
-
-# run NAME NP ARGS...: runs the program, stdout in $tmp/NAME.out, stderr in $tmp/NAME.err,
-# the exit status in $rc.
-run() {
-    local name=$1 np=$2
-    shift 2
-    "$mpirun" "${mpirun_args[@]}" -np "$np" "$prog" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err"
-    rc=$?
-}
+# tmp, fail, run, less, expect_usage_error
+source "$(dirname "$0")/lib.sh"
 
 # column COL of report iteration T in file F: gradnorm2 is column 4, dist2 6, bits 8
 col() { awk -v t="$2" -v c="$3" '$1 == "iter" && $2 == t { print $c }' "$1"; }
-# a < b for two numbers in any notation awk reads
-less() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 < b + 0) }'; }
 times() { awk -v a="$1" -v b="$2" 'BEGIN { print a * b }'; }
 
 report=0,1,10,100,150,200,250,300
@@ -127,23 +110,7 @@ if check_format homog; then
 fi
 
 # ---- bad usage ------------------------------------------------------------------------------
-# expect_usage_error NAME NP MESSAGE_PART ARGS...: exit status 2, the message once on stderr,
-# no report lines. NP 0 runs the program alone, without mpirun.
-expect_usage_error() {
-    local name=$1 np=$2 want=$3
-    shift 3
-    if [ "$np" -eq 0 ]; then
-        "$prog" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err"
-        rc=$?
-    else
-        run "$name" "$np" "$@"
-    fi
-    [ "$rc" -eq 2 ] || fail "$name: exit status $rc, want 2"
-    local n
-    n=$(grep '^hetero_lsq: ' "$tmp/$name.err" | grep -cF -- "$want")
-    [ "$n" -eq 1 ] || { fail "$name: '$want' printed $n times, want once:"; cat "$tmp/$name.err"; }
-    ! grep -q '^iter' "$tmp/$name.out" || fail "$name: report lines after a usage error"
-}
+# expect_usage_error (lib.sh)
 
 expect_usage_error unknown 2 "unknown option '--bogus'" --bogus 1
 expect_usage_error codec 2 "k=0" --compressor topk:k=0
