@@ -3,7 +3,10 @@
 # missing, configures, builds and runs.
 #
 #   ./dev.sh demo      4-rank compressed allreduce benchmark + a short distributed training run
-#   ./dev.sh test      every test (unit, multi-rank 1..4 ranks); fails if any fails
+#   ./dev.sh test      every test (unit, multi-rank 1..4 ranks, examples, Python, preload);
+#                      fails if any fails
+#   ./dev.sh sanitize  the C tests (unit, multi-rank, examples) built with AddressSanitizer
+#                      and UndefinedBehaviorSanitizer (build-sanitize/)
 #   ./dev.sh build     configure and build only (build/)
 #   ./dev.sh cluster [--hosts N] [--ranks-per-host K] [--rate 1gbit] [--delay 0.1ms] -- ARGS
 #                      terse-bench ARGS on a simulated cluster (network namespaces, tc)
@@ -81,6 +84,24 @@ do_test() {
     fi
 }
 
+# The C suites under ASan + UBSan. Leak detection is off: Open MPI keeps allocations until
+# exit by design, and LeakSanitizer would report them. Python and preload tests are left out:
+# they load libterse into processes (python3, LD_PRELOAD) that were not built with ASan.
+do_sanitize() {
+    install_deps
+    local sbuild=build-sanitize
+    if [ ! -f "$sbuild/build.ninja" ]; then
+        log "configuring $sbuild/ (address, undefined)"
+        meson setup "$sbuild" -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+    fi
+    log "building with sanitizers"
+    ninja -C "$sbuild" >/dev/null
+    mpi_env
+    export ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    log "running the C suites under the sanitizers"
+    meson test -C "$sbuild" --print-errorlogs --num-processes 1 --suite unit --suite mpi --suite examples
+}
+
 do_demo() {
     do_build
     mpi_env
@@ -101,7 +122,8 @@ cmd=${1:-}
 case "$cmd" in
     demo) do_demo ;;
     test) do_test ;;
+    sanitize) do_sanitize ;;
     build) do_build ;;
     cluster) do_build; mpi_env; exec "$here/tools/cluster.sh" "$@" ;;
-    *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
