@@ -14,7 +14,6 @@ import os
 import shutil
 import sys
 import tempfile
-import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
@@ -34,40 +33,8 @@ except ImportError:
 import terse
 from terse import Status, TerseError
 
-WORLD = MPI.COMM_WORLD
-RANK, NRANKS = WORLD.Get_rank(), WORLD.Get_size()
-
-passed = failed = 0
-current = "?"
-
-
-def expect(cond, message):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"rank {RANK}: {current}: expected {message}", file=sys.stderr, flush=True)
-
-
-def expect_error(status, fn, needle=None):
-    """fn() must raise TerseError with this status (and a message containing needle)."""
-    try:
-        fn()
-    except TerseError as e:
-        expect(e.status == status, f"status {Status(status).name}, got {e.status_name}: {e.message}")
-        expect(isinstance(e.status, Status) and e.status_name == "TERSE_" + Status(status).name,
-               f"status name TERSE_{Status(status).name}, got {e.status_name!r}")
-        expect(str(e).startswith(e.status_name + ": ") and e.message in str(e),
-               f"str(err) to read 'NAME: description: message', got {str(e)!r}")
-        if needle is not None:
-            expect(needle in e.message, f"{needle!r} in the message {e.message!r}")
-        return e
-    except Exception as e:  # noqa: BLE001 - any other exception is a failure
-        expect(False, f"TerseError {Status(status).name}, got {type(e).__name__}: {e}")
-        return None
-    expect(False, f"TerseError {Status(status).name}, got no exception")
-    return None
+from harness import NRANKS, RANK, WORLD, expect, expect_error  # noqa: E402
+import harness  # noqa: E402
 
 
 def same_on_all_ranks(arrays, comm=WORLD):
@@ -406,16 +373,6 @@ def test_comm_left_open_is_collected():
 TESTS = [v for k, v in list(globals().items()) if k.startswith("test_") and callable(v)]
 
 if __name__ == "__main__":
-    for fn in TESTS:
-        current = fn.__name__
-        try:
-            fn()
-        except Exception:  # noqa: BLE001 - report and go on with the next test
-            failed += 1
-            print(f"rank {RANK}: {current}: unexpected exception:\n{traceback.format_exc()}",
-                  file=sys.stderr, flush=True)
+    harness.run(TESTS)
     left_open = terse.Comm("compressor=none")  # closed by terse's atexit hook, before MPI ends
-    totals = WORLD.allreduce(np.array([passed, failed]), op=MPI.SUM)
-    if RANK == 0:
-        print(f"test_binding ({NRANKS} ranks): {totals[0]} passed, {totals[1]} failed", flush=True)
-    sys.exit(1 if totals[1] else 0)
+    sys.exit(harness.report("test_binding", harness.totals()))

@@ -21,7 +21,6 @@ import hashlib
 import shutil
 import sys
 import tempfile
-import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))
@@ -38,36 +37,10 @@ except ImportError as e:
 
 import terse
 import terse.torch
-from terse import Status, TerseError
+from terse import Status
 
-WORLD = MPI.COMM_WORLD
-RANK, NRANKS = WORLD.Get_rank(), WORLD.Get_size()
-
-passed = failed = 0
-current = "?"
-
-
-def expect(cond, message):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"rank {RANK}: {current}: expected {message}", file=sys.stderr, flush=True)
-
-
-def expect_error(status, fn, needle=None):
-    try:
-        fn()
-    except TerseError as e:
-        expect(e.status == status, f"status {Status(status).name}, got {e.status_name}: {e.message}")
-        if needle is not None:
-            expect(needle in e.message, f"{needle!r} in the message {e.message!r}")
-        return
-    except Exception as e:  # noqa: BLE001 - any other exception is a failure
-        expect(False, f"TerseError {Status(status).name}, got {type(e).__name__}: {e}")
-        return
-    expect(False, f"TerseError {Status(status).name}, got no exception")
+from harness import NRANKS, RANK, WORLD, expect, expect_error  # noqa: E402
+import harness  # noqa: E402
 
 
 def same_on_all_ranks(tensors):
@@ -195,11 +168,13 @@ def test_hook_options():
         expect(all(s["feedback"] == "none" for s in st.values()),
                f"the per-hook config applies, got {[s['feedback'] for s in st.values()]}")
         expect(hook.comm is comm, "hook.comm is the Comm")
-        expect_error(Status.ERR_ARG, lambda: terse.torch.ddp_comm_hook(object()), "terse.Comm")
+        expect_error(Status.ERR_ARG, lambda: terse.torch.ddp_comm_hook(object()), "terse.Comm",
+                     names=False)
         expect_error(Status.ERR_ARG, lambda: terse.torch.ddp_comm_hook(comm, min_size=-1),
-                     "min_size")
+                     "min_size", names=False)
         expect_error(Status.ERR_ARG,
-                     lambda: terse.torch.ddp_comm_hook(comm, "min_size=4", min_size=8), "twice")
+                     lambda: terse.torch.ddp_comm_hook(comm, "min_size=4", min_size=8), "twice",
+                     names=False)
 
 
 TESTS = [test_none_equals_plain_ddp, test_compressed_training_lowers_the_loss, test_hook_options]
@@ -211,17 +186,9 @@ if __name__ == "__main__":
     folder = WORLD.bcast(folder)
     dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=RANK,
                             world_size=NRANKS)
-    for fn in TESTS:
-        current = fn.__name__
-        try:
-            fn()
-        except Exception:  # noqa: BLE001 - report and go on with the next test
-            failed += 1
-            print(f"rank {RANK}: {current}: unexpected exception:\n{traceback.format_exc()}",
-                  file=sys.stderr, flush=True)
+    harness.run(TESTS)
     dist.destroy_process_group()
-    totals = WORLD.allreduce(np.array([passed, failed]), op=MPI.SUM)
+    counts = harness.totals()
     if RANK == 0:
         shutil.rmtree(folder, ignore_errors=True)
-        print(f"test_ddp ({NRANKS} ranks): {totals[0]} passed, {totals[1]} failed", flush=True)
-    sys.exit(1 if totals[1] else 0)
+    sys.exit(harness.report("test_ddp", counts))
