@@ -5,6 +5,9 @@
  *   encode:   message = key | k | v[chosen] (scaled by d/k when unbiased)
  *   exchange: dense reduce-scatter + allgather of the k values (fp32, rank-order sums)
  *   decode:   out = 0; out[chosen] = the mean (or sum) of the values
+ * encode leaves the chosen indices as a bitmap in the codec's scratch (randk_encode), and
+ * nothing else writes there before decode, so delta and out are scattered from it: the
+ * indices are drawn once per call.
  * Bytes per rank and call: 2 (n-1)/n * 4k, as a ring allreduce of k floats. */
 #include <string.h>
 
@@ -13,17 +16,17 @@
 
 static size_t align64(size_t b) { return (b + 63) & ~(size_t)63; }
 
-/* workspace: my message | the aggregate message | the dense workspace for k floats */
+/* workspace: my message | the k aggregated values | the dense workspace for k floats */
 static size_t randk_workspace(const proto_shape_t *s)
 {
     size_t k = randk_k(s->prm, s->count), mb = s->codec->max_bytes(s->prm, s->count);
-    return 2 * align64(mb) + protocol_dense_floats_workspace(k, s->nranks);
+    return align64(mb) + align64(4 * k) + protocol_dense_floats_workspace(k, s->nranks);
 }
 
 static unsigned char *msg_mine(const proto_call_t *c) { return c->ws; }
-static unsigned char *msg_agg(const proto_call_t *c)
+static float *values_agg(const proto_call_t *c)
 {
-    return (unsigned char *)c->ws + align64(c->codec->max_bytes(c->prm, c->count));
+    return (float *)((unsigned char *)c->ws + align64(c->codec->max_bytes(c->prm, c->count)));
 }
 
 static terse_status_t randk_encode(proto_call_t *c)
@@ -33,7 +36,7 @@ static terse_status_t randk_encode(proto_call_t *c)
     c->wire_bytes = bytes - RANDK_HEADER; /* the values are all that travels */
     if (c->delta) {
         memset(c->delta, 0, c->count * sizeof(float));
-        TERSE_CHECK(c->codec->decode_add(c->prm, msg_mine(c), bytes, c->count, c->delta, c->scratch));
+        randk_scatter_add(c->scratch, c->count, (const float *)(msg_mine(c) + RANDK_HEADER), c->delta);
     }
     return TERSE_OK;
 }
@@ -41,18 +44,15 @@ static terse_status_t randk_encode(proto_call_t *c)
 static terse_status_t randk_exchange(proto_call_t *c)
 {
     size_t k = randk_k(c->prm, c->count);
-    unsigned char *agg = msg_agg(c);
-    memcpy(agg, msg_mine(c), RANDK_HEADER);
-    return protocol_dense_floats(c, (const float *)(msg_mine(c) + RANDK_HEADER),
-                                 (float *)(agg + RANDK_HEADER), k, c->mean,
-                                 agg + align64(c->codec->max_bytes(c->prm, c->count)));
+    return protocol_dense_floats(c, (const float *)(msg_mine(c) + RANDK_HEADER), values_agg(c), k,
+                                 c->mean, (unsigned char *)values_agg(c) + align64(4 * k));
 }
 
 static terse_status_t randk_decode(proto_call_t *c)
 {
     memset(c->out, 0, c->count * sizeof(float));
-    size_t bytes = RANDK_HEADER + 4 * randk_k(c->prm, c->count);
-    return c->codec->decode_add(c->prm, msg_agg(c), bytes, c->count, c->out, c->scratch);
+    randk_scatter_add(c->scratch, c->count, values_agg(c), c->out);
+    return TERSE_OK;
 }
 
 const protocol_ops_t protocol_randk = {

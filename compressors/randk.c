@@ -39,6 +39,15 @@ void randk_choose(uint64_t key, size_t count, size_t k, uint64_t *bitmap)
     }
 }
 
+void randk_scatter_add(const uint64_t *bitmap, size_t count, const float *restrict val,
+                       float *restrict out)
+{
+    size_t m = 0;
+    for (size_t w = 0; w < (count + 63) / 64; w++)
+        for (uint64_t bits = bitmap[w]; bits; bits &= bits - 1)
+            out[w * 64 + (size_t)__builtin_ctzll(bits)] += val[m++];
+}
+
 static size_t randk_max_bytes(const double *p, size_t count)
 {
     return RANDK_HEADER + 4 * randk_k(p, count);
@@ -88,13 +97,8 @@ static terse_status_t randk_decode_add(const double *p, const void *restrict msg
     memcpy(&k32, b + 8, 4);
     if (k32 != k) return TERSE_ERR_MISMATCH;
     if (k == 0) return TERSE_OK;
-    uint64_t *bitmap = scratch;
-    randk_choose(key, count, k, bitmap);
-    const float *val = (const float *)(b + RANDK_HEADER);
-    size_t m = 0;
-    for (size_t w = 0; w < (count + 63) / 64; w++)
-        for (uint64_t bits = bitmap[w]; bits; bits &= bits - 1)
-            out[w * 64 + (size_t)__builtin_ctzll(bits)] += val[m++];
+    randk_choose(key, count, k, scratch);
+    randk_scatter_add(scratch, count, (const float *)(b + RANDK_HEADER), out);
     return TERSE_OK;
 }
 

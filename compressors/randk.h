@@ -22,4 +22,9 @@ size_t randk_k(const double *p, size_t count);
  * words, zeroed here): Floyd's algorithm, k draws of stream key. */
 void randk_choose(uint64_t key, size_t count, size_t k, uint64_t *bitmap);
 
+/* Adds val[m] to out[i] for the m-th marked index i of bitmap, in increasing order: how a
+ * message's k values land, given the indices randk_choose marked. */
+void randk_scatter_add(const uint64_t *bitmap, size_t count, const float *restrict val,
+                       float *restrict out);
+
 #endif
