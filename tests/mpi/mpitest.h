@@ -33,6 +33,14 @@ static inline uint64_t mpitest_hash(const void *data, size_t n)
     return h;
 }
 
+/* The first i < n at which a[i] and b[i] differ in their bits, or n if none does. */
+static inline size_t mpitest_first_diff(const float *a, const float *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], sizeof *a) != 0) return i;
+    return n;
+}
+
 /* 1 if every rank passed the same value. */
 static inline int mpitest_same_on_all(uint64_t v)
 {

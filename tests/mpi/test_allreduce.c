@@ -66,9 +66,7 @@ static void run_case(const case_t *cs, size_t n, int calls)
         /* the dense casts round the owner's result to the wire type once more */
         if (cs->codec == REF_FP16 || cs->codec == REF_BF16) ref_compress(cs->codec, 0, ref, ref, n, order);
 
-        size_t bad = n;
-        for (size_t i = 0; i < n && bad == n; i++)
-            if (memcmp(&buf[i], &ref[i], sizeof(float)) != 0) bad = i;
+        size_t bad = mpitest_first_diff(buf, ref, n);
         EXPECT(bad == n, "'%s' n=%zu call %d: element %zu is %.9g, reference %.9g", cs->config, n,
                call, bad, bad < n ? buf[bad] : 0.0, bad < n ? ref[bad] : 0.0);
         EXPECT(mpitest_same_on_all(mpitest_hash(buf, n * sizeof *buf)),

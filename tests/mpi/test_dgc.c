@@ -246,9 +246,7 @@ static void run_case(const case_t *cs, const char *ckpt)
         for (int l = 0; l < N_LAYERS; l++) {
             size_t n = shape_rows[l] * shape_cols[l];
             ref_call(cs, l, &L[l], call, call, ref[l]);
-            size_t bad = n;
-            for (size_t i = 0; i < n && bad == n; i++)
-                if (memcmp(&buf[l][i], &ref[l][i], sizeof(float)) != 0) bad = i;
+            size_t bad = mpitest_first_diff(buf[l], ref[l], n);
             EXPECT(bad == n, "'%s' layer %d call %d: element %zu is %.9g, reference %.9g", cs->config, l,
                    call, bad, bad < n ? buf[l][bad] : 0.0, bad < n ? ref[l][bad] : 0.0);
             EXPECT(mpitest_same_on_all(mpitest_hash(buf[l], n * sizeof(float))),

@@ -111,16 +111,6 @@ static void ref_call(const case_t *cs, ref_t *R, int call, float *out)
     }
 }
 
-static int same_bits(const float *a, const float *b, size_t n, size_t *bad)
-{
-    for (size_t i = 0; i < n; i++)
-        if (memcmp(&a[i], &b[i], sizeof(float)) != 0) {
-            *bad = i;
-            return 0;
-        }
-    return 1;
-}
-
 static void run_case(const case_t *cs, size_t n, int calls)
 {
     terse_comm_t *c = NULL;
@@ -139,9 +129,9 @@ static void run_case(const case_t *cs, size_t n, int calls)
         s = terse_allreduce(c, id, buf);
         EXPECT(s == TERSE_OK, "allreduce '%s' n=%zu call %d: %s", cs->config, n, call, terse_last_error());
         ref_call(cs, &R, call, ref);
-        size_t bad = 0;
-        EXPECT(same_bits(buf, ref, n, &bad), "'%s' n=%zu call %d: element %zu is %.9g, reference %.9g",
-               cs->config, n, call, bad, n ? buf[bad] : 0.0, n ? ref[bad] : 0.0);
+        size_t bad = mpitest_first_diff(buf, ref, n);
+        EXPECT(bad == n, "'%s' n=%zu call %d: element %zu is %.9g, reference %.9g",
+               cs->config, n, call, bad, bad < n ? buf[bad] : 0.0, bad < n ? ref[bad] : 0.0);
         EXPECT(mpitest_same_on_all(mpitest_hash(buf, n * sizeof *buf)),
                "'%s' n=%zu call %d: ranks hold different bits", cs->config, n, call);
     }

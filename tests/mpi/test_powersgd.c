@@ -193,13 +193,6 @@ static void config_of(const case_t *cs, char *buf, size_t len)
              cs->sum ? "sum" : "mean");
 }
 
-static int first_difference(const float *a, const float *b, size_t n, size_t *bad)
-{
-    for (size_t i = 0; i < n; i++)
-        if (memcmp(&a[i], &b[i], sizeof *a) != 0) { *bad = i; return 1; }
-    return 0;
-}
-
 /* A communicator with a dense 3-element layer first, so that the case's layer is id 1 and
  * the shared stream depends on the layer id. */
 static terse_comm_t *make(const case_t *cs, int *id)
@@ -235,8 +228,8 @@ static void run_case(const case_t *cs, int calls)
         terse_status_t s = terse_allreduce(c, id, buf);
         EXPECT(s == TERSE_OK, "'%s' %zux%zu call %d: %s", cfg, cs->rows, cs->cols, call, terse_last_error());
         ref_call(cs, &f, id, call, ref_gradient, ref);
-        size_t bad = 0;
-        EXPECT(!first_difference(buf, ref, n, &bad), "'%s' %zux%zu call %d: element %zu is %.9g, reference %.9g",
+        size_t bad = mpitest_first_diff(buf, ref, n);
+        EXPECT(bad == n, "'%s' %zux%zu call %d: element %zu is %.9g, reference %.9g",
                cfg, cs->rows, cs->cols, call, bad, buf[bad], ref[bad]);
         EXPECT(mpitest_same_on_all(mpitest_hash(buf, n * sizeof *buf)), "'%s' call %d: ranks hold different bits",
                cfg, call);
@@ -274,8 +267,8 @@ static void run_resume(const char *path)
         EXPECT(terse_allreduce(c, id, a) == TERSE_OK, "%s", terse_last_error());
         memcpy(out3[call - 2], a, n * sizeof *a);
         ref_call(&cs, &f, id, call, ref_gradient, ref);
-        size_t bad = 0;
-        EXPECT(!first_difference(a, ref, n, &bad), "resume case call %d: element %zu %.9g vs %.9g", call, bad,
+        size_t bad = mpitest_first_diff(a, ref, n);
+        EXPECT(bad == n, "resume case call %d: element %zu %.9g vs %.9g", call, bad,
                a[bad], ref[bad]);
     }
     terse_comm_t *r = make(&cs, &id2);
@@ -318,8 +311,8 @@ static void run_abandoned(void)
         /* the layer's call counter did not advance: the reference runs as call `done` with the
          * gradient of `call` */
         ref_call(&cs, &f, id, done, grad_skip_call2, ref);
-        size_t bad = 0;
-        EXPECT(!first_difference(buf, ref, n, &bad), "after the abandoned call, call %d: element %zu %.9g vs %.9g",
+        size_t bad = mpitest_first_diff(buf, ref, n);
+        EXPECT(bad == n, "after the abandoned call, call %d: element %zu %.9g vs %.9g",
                call, bad, buf[bad], ref[bad]);
         done++;
     }
@@ -351,8 +344,8 @@ static void run_zero(int ef, int warm)
         }
         EXPECT(finite, "zero gradients (ef %d warm %d) call %d: a NaN or Inf", ef, warm, call);
         EXPECT(call < 2 ? zero : !zero, "zero gradients (ef %d warm %d) call %d: zero result %d", ef, warm, call, zero);
-        size_t bad = 0;
-        EXPECT(!first_difference(buf, ref, n, &bad), "zero gradients call %d: element %zu %.9g vs %.9g", call, bad,
+        size_t bad = mpitest_first_diff(buf, ref, n);
+        EXPECT(bad == n, "zero gradients call %d: element %zu %.9g vs %.9g", call, bad,
                buf[bad], ref[bad]);
     }
     ref_free(&f);

@@ -103,9 +103,7 @@ static void run_deterministic(const case_t *cs, terse_comm_t *c, const char *cfg
         ref_quantize_chunks(cq, n, cs->bits, cs->bucket, ref);
         for (size_t i = 0; i < n; i++) owner_e[i] = cq[i] - ref[i];
 
-        size_t bad = n;
-        for (size_t i = 0; i < n && bad == n; i++)
-            if (memcmp(&buf[i], &ref[i], sizeof(float)) != 0) bad = i;
+        size_t bad = mpitest_first_diff(buf, ref, n);
         EXPECT(bad == n, "'%s' n=%zu call %d: element %zu is %.9g, reference %.9g", cfg, n, call, bad,
                bad < n ? buf[bad] : 0.0, bad < n ? ref[bad] : 0.0);
         EXPECT(mpitest_same_on_all(mpitest_hash(buf, n * sizeof *buf)), "'%s' n=%zu call %d: ranks differ", cfg, n, call);

@@ -66,13 +66,6 @@ static void reference(const case_t *cs, size_t n, int call, float *e, float *ref
         for (size_t i = 0; i < n; i++) ref[i] /= (float)nranks_;
 }
 
-static int equal_bits(const float *a, const float *b, size_t n, size_t *bad)
-{
-    for (size_t i = 0; i < n; i++)
-        if (memcmp(&a[i], &b[i], sizeof *a) != 0) { *bad = i; return 0; }
-    return 1;
-}
-
 static void run_case(const case_t *cs, size_t n, int calls)
 {
     terse_comm_t *c = NULL;
@@ -90,8 +83,8 @@ static void run_case(const case_t *cs, size_t n, int calls)
         s = terse_allreduce(c, id, buf);
         EXPECT(s == TERSE_OK, "'%s' n=%zu call %d: %s", cs->config, n, call, terse_last_error());
         reference(cs, n, call, e, ref, keep);
-        size_t bad = 0;
-        EXPECT(equal_bits(buf, ref, n, &bad), "'%s' n=%zu call %d: element %zu is %.9g, reference %.9g",
+        size_t bad = mpitest_first_diff(buf, ref, n);
+        EXPECT(bad == n, "'%s' n=%zu call %d: element %zu is %.9g, reference %.9g",
                cs->config, n, call, bad, buf[bad], ref[bad]);
         EXPECT(mpitest_same_on_all(mpitest_hash(buf, n * sizeof *buf)), "'%s' n=%zu: ranks differ",
                cs->config, n);
