@@ -271,6 +271,23 @@ static int run_dense(const opts_t *o, float *const *grad, float *const *buf, con
     return 0;
 }
 
+/* With adapt=lgreco: the parameter L-GreCo chose for each layer, as "#" lines on rank 0. */
+static void print_plan(terse_comm_t *comm, const int *ids, const bench_shape_t *shapes, size_t n_layers)
+{
+    terse_stats_t st;
+    int any = 0;
+    for (size_t l = 0; l < n_layers; l++) any |= terse_layer_stats(comm, ids[l], &st) == TERSE_OK && st.adapted;
+    if (!any || rank_ != 0) return;
+    printf("# lgreco: %llu decisions (%llu kept the uniform plan); the last took %.0f us "
+           "(measure %.0f us, solve %.0f us on rank 0)\n", (unsigned long long)st.plan_version,
+           (unsigned long long)st.plan_fallbacks, st.plan_us, st.plan_measure_us, st.plan_solve_us);
+    for (size_t l = 0; l < n_layers; l++) {
+        terse_layer_stats(comm, ids[l], &st);
+        printf("# lgreco plan: %-8s %6zux%-6zu %s%s\n", st.name, shapes[l].rows, shapes[l].cols, st.codec,
+               st.adapted ? "" : " (not adapted)");
+    }
+}
+
 /* The compressed allreduce of the given layers on a fresh communicator. */
 static int run_terse(const opts_t *o, const char *cfg, const bench_shape_t *shapes,
                      size_t n_layers, float *const *grad, float *const *buf, const size_t *counts,
@@ -307,6 +324,7 @@ static int run_terse(const opts_t *o, const char *cfg, const bench_shape_t *shap
             ok = 0;
             break;
         }
+        terse_step_end(comm); /* an iteration is a step: schedules (L-GreCo, DGC) advance */
         int first_checked = o->check && it == -o->warmup - 1;
         if (first_checked) {
             relerr = relerr_of((const float *const *)buf, grad, counts, n_layers,
@@ -327,6 +345,7 @@ static int run_terse(const opts_t *o, const char *cfg, const bench_shape_t *shap
         if (o->check && it == o->iters - 1)
             ok &= hashes_agree(hash_floats((const float *const *)buf, counts, n_layers), "last result");
     }
+    if (ok) print_plan(comm, ids, shapes, n_layers);
     terse_stats_t st0;
     memset(row, 0, sizeof *row);
     if (n_layers && terse_layer_stats(comm, ids[0], &st0) == TERSE_OK)

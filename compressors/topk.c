@@ -20,8 +20,6 @@ const param_def_t topk_params[TOPK_N_PARAMS] = {
     {"k", NAN, 1.0, 4294967295.0, 0, 1, NULL},
 };
 
-#define TOPK_DEFAULT_DENSITY 0.01
-
 size_t topk_k(const double *p, size_t count)
 {
     if (count == 0) return 0;

@@ -9,6 +9,8 @@
 #include "error.h"
 
 #define TOPK_N_PARAMS 2
+/* The density of a topk codec given neither density nor k. */
+#define TOPK_DEFAULT_DENSITY 0.01
 extern const param_def_t topk_params[TOPK_N_PARAMS];
 
 /* The k a topk codec with parameters p keeps of `count` elements. */

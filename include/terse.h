@@ -157,6 +157,13 @@ typedef struct {
     double comm_us;           /* last call: time in the transport                          */
     double decompress_us;     /* last call: decode + aggregation + feedback update         */
     int dense;                /* 1 if the layer goes dense (small, or codec none)          */
+    /* adapt=lgreco (zeros otherwise). The codec above shows the parameter in force.       */
+    int adapted;              /* 1 if L-GreCo chooses this layer's parameter               */
+    uint64_t plan_version;    /* decisions taken so far (communicator-wide)                */
+    uint64_t plan_fallbacks;  /* decisions that kept the uniform plan (NaN, infeasible)     */
+    double plan_us;           /* the last decision on this rank, all of it, microseconds   */
+    double plan_measure_us;   /* rank 0: the last decision's error measurement              */
+    double plan_solve_us;     /* rank 0: the last decision's dynamic program                */
 } terse_stats_t;
 
 /* Copies the statistics of one layer into *out. */

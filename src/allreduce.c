@@ -15,7 +15,7 @@
 
 #include "internal.h"
 
-#define HEADER_MAGIC 0x7465727365310001ull /* "terse1" + format 1 */
+#define HEADER_MAGIC 0x7465727365310002ull /* "terse1" + format 2 */
 
 double engine_now_us(void)
 {
@@ -44,6 +44,7 @@ static const char *header_field_name(int w)
     case HDR_COUNT: return "element count";
     case HDR_FINGERPRINT: return "codec/feedback configuration";
     case HDR_CALL: return "call number of the layer";
+    case HDR_PLAN: return "L-GreCo plan version";
     case HDR_FLAGS: return "uncompressed-call flag";
     }
     return "header";
@@ -101,6 +102,7 @@ terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf)
     if (!buf && l->count > 0)
         return terse_error(TERSE_ERR_ARG, "terse_allreduce: buf is NULL for layer %d of %zu elements",
                            layer, l->count);
+    TERSE_CHECK(lgreco_maybe_decide(c));
     const size_t n = l->count;
     transport_t *tp = &c->tp;
     const uint64_t sent0 = tp->sent_bytes;
@@ -143,6 +145,7 @@ terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf)
     hdr[HDR_COUNT] = n;
     hdr[HDR_FINGERPRINT] = l->fingerprint;
     hdr[HDR_CALL] = l->calls;
+    hdr[HDR_PLAN] = c->lg.version;
     hdr[HDR_FLAGS] = (nonfinite ? HDR_FLAG_NONFINITE : 0) | (uncompressed ? HDR_FLAG_UNCOMPRESSED : 0);
     hdr[HDR_WIRE] = call.wire_bytes;
     TERSE_CHECK(tp->ops->allgather(tp, hdr, sizeof hdr, c->headers));
@@ -176,6 +179,7 @@ terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf)
         memcpy(buf, l->agg, n * sizeof *buf);
     else
         l->fb->update(&fctx, l->state, buf, p, l->delta, l->agg, buf, n);
+    if (l->lg) lgreco_observe(&c->lg, l, c->step, p);
     const double t3 = engine_now_us();
 
     l->calls++;
@@ -251,6 +255,14 @@ terse_status_t terse_layer_stats(terse_comm_t *c, int layer, terse_stats_t *out)
     s.step = c->step;
     s.total_sent_bytes = l->total_sent;
     s.dense = l->dense;
+    s.adapted = l->lg != NULL;
+    if (c->lg.on) {
+        s.plan_version = c->lg.version;
+        s.plan_fallbacks = c->lg.fallbacks;
+        s.plan_us = c->lg.last_us;
+        s.plan_measure_us = c->lg.measure_us;
+        s.plan_solve_us = c->lg.solve_us;
+    }
     *out = s;
     return TERSE_OK;
 }

@@ -125,6 +125,8 @@ void layer_free(layer_t *l)
     free(l->ws);
     free(l->scratch);
     free(l->ws_dense);
+    if (l->lg) free(l->lg->acc);
+    free(l->lg);
     memset(l, 0, sizeof *l);
 }
 
@@ -135,6 +137,8 @@ terse_status_t terse_comm_destroy(terse_comm_t *c)
     for (size_t i = 0; i < c->n_layers; i++) layer_free(&c->layers[i]);
     free(c->layers);
     free(c->headers);
+    free(c->lg.msg);
+    free(c->lg.choice);
     c->tp.ops->destroy(&c->tp);
     int owns = c->owns_mpi;
     free(c);

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "error.h"
 #include "feedback/feedback.h"
+#include "lgreco.h"
 
 static const param_def_t lgreco_params[] = {
     {"period", 500.0, 1.0, 1e12, 0, 1, NULL},
@@ -24,7 +25,7 @@ static const param_def_t lgreco_params[] = {
 
 const method_def_t adapt_registry[] = {
     {"none", NULL, 0, ""},
-    {"lgreco", lgreco_params, sizeof lgreco_params / sizeof lgreco_params[0], NULL},
+    {"lgreco", lgreco_params, sizeof lgreco_params / sizeof lgreco_params[0], "src/lgreco.c"},
 };
 const size_t adapt_registry_len = sizeof adapt_registry / sizeof adapt_registry[0];
 
@@ -364,6 +365,11 @@ terse_status_t config_check_supported(const terse_config_t *cfg)
                            "%s '%s' is part of the configuration grammar but not built in this "
                            "version of terse (%u)", keys[i], name, terse_version());
     }
+    if (strcmp(cfg->adapt.def->name, "lgreco") == 0 && strcmp(cfg->compressor.def->name, "none") != 0 &&
+        !lgreco_family_for(cfg->compressor.def->name))
+        return terse_error(TERSE_ERR_ARG,
+                           "adapt=lgreco cannot adapt compressor %s: it has no parameter to choose per "
+                           "layer; lgreco adapts %s", cfg->compressor.def->name, lgreco_family_names());
     if (cfg->threads != 1)
         return terse_error(TERSE_ERR_UNSUPPORTED,
                            "threads=%d: worker threads are not built in this version; use threads=1",

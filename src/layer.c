@@ -32,6 +32,16 @@ static void *alloc_floats(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
 
 const double layer_no_params[TERSE_MAX_PARAMS];
 
+uint64_t layer_fingerprint(const layer_t *l)
+{
+    uint64_t h = 1469598103934665603ull;
+    h = fnv(h, l->codec->name, strlen(l->codec->name));
+    h = fnv(h, l->fb->name, strlen(l->fb->name));
+    if (!l->dense)
+        h = method_hash(method_hash(h, &l->cfg.compressor, 0), &l->cfg.feedback, l->fb->rank_local_params);
+    return fnv(h, &l->cfg.reduce, sizeof l->cfg.reduce);
+}
+
 const double *layer_params(const layer_t *l) { return l->dense ? layer_no_params : l->cfg.compressor.p; }
 
 terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size_t rows, size_t cols,
@@ -78,14 +88,6 @@ terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size_t rows, s
     if (!l.dense && l.fb->check) TERSE_CHECK(l.fb->check(l.cfg.feedback.p, c->tp.size));
     l.proto = protocol_for(l.codec);
 
-    uint64_t h = 1469598103934665603ull;
-    h = fnv(h, l.codec->name, strlen(l.codec->name));
-    h = fnv(h, l.fb->name, strlen(l.fb->name));
-    if (!l.dense)
-        h = method_hash(method_hash(h, &l.cfg.compressor, 0), &l.cfg.feedback, l.fb->rank_local_params);
-    h = fnv(h, &l.cfg.reduce, sizeof l.cfg.reduce);
-    l.fingerprint = h;
-
     if (c->n_layers == c->cap_layers) {
         size_t cap = c->cap_layers ? 2 * c->cap_layers : 16;
         layer_t *nl = realloc(c->layers, cap * sizeof *nl);
@@ -94,18 +96,52 @@ terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size_t rows, s
         c->cap_layers = cap;
     }
 
+    /* an adapted layer's buffers fit its largest candidate, so that a new plan never
+     * allocates (src/lgreco.c) */
+    lgreco_layer_t lg;
+    const int adapted = !l.dense && strcmp(l.cfg.adapt.def->name, "lgreco") == 0;
+    if (adapted) {
+        if (!lgreco_family_for(codec->name))
+            return terse_error(TERSE_ERR_ARG,
+                               "terse_layer_add: layer '%s': adapt=lgreco cannot adapt compressor %s; "
+                               "it adapts %s", l.name, codec->name, lgreco_family_names());
+        lgreco_layer_init(&lg, &l.cfg.compressor, l.cfg.adapt.p, rows, cols);
+    }
+    l.fingerprint = layer_fingerprint(&l);
     const double *prm = layer_params(&l);
     int n = c->tp.size;
-    const proto_shape_t shape = {l.codec, prm, rows, cols, count, n};
-    size_t ws = l.proto->workspace_bytes(&shape);
+    size_t ws = 0, scratch = 0;
+    for (size_t k = 0; k < (adapted ? lg.n_cand : 1); k++) {
+        double cand[TERSE_MAX_PARAMS];
+        if (adapted) lgreco_candidate_params(&lg, prm, k, cand);
+        const proto_shape_t shape = {l.codec, adapted ? cand : prm, rows, cols, count, n};
+        size_t w = l.proto->workspace_bytes(&shape), sc = l.codec->scratch_bytes(shape.prm, count);
+        size_t pf = l.proto->state_floats ? l.proto->state_floats(&shape) : 0;
+        ws = w > ws ? w : ws;
+        scratch = sc > scratch ? sc : scratch;
+        l.proto_cap = pf > l.proto_cap ? pf : l.proto_cap;
+        if (!adapted || k == lg.uniform) l.proto_floats = pf;
+    }
     l.fb_floats = l.fb->state_per_elem * count;
-    l.proto_floats = l.proto->state_floats ? l.proto->state_floats(&shape) : 0;
-    l.state = alloc_floats(l.fb_floats + l.proto_floats);
+    if (adapted) {
+        l.lg = malloc(sizeof lg);
+        if (l.lg) *l.lg = lg;
+        if (l.lg && c->tp.rank == 0) l.lg->acc = alloc_floats(count);
+        double *msg = realloc(c->lg.msg, (c->lg.n_adapted + 2) * sizeof *msg);
+        if (msg) c->lg.msg = msg;
+        size_t *ch = realloc(c->lg.choice, (c->lg.n_adapted + 2) * sizeof *ch);
+        if (ch) c->lg.choice = ch;
+        if (!l.lg || (c->tp.rank == 0 && !l.lg->acc) || !msg || !ch) {
+            layer_free(&l);
+            return terse_error(TERSE_ERR_NOMEM, "terse_layer_add: out of memory for layer '%s''s plan", l.name);
+        }
+    }
+    l.state = alloc_floats(l.fb_floats + l.proto_cap);
     l.p = alloc_floats(count);
     l.delta = l.fb->needs_delta ? alloc_floats(count) : NULL;
     l.agg = alloc_floats(count);
     l.ws = malloc(ws ? ws : 1);
-    l.scratch = malloc(l.codec->scratch_bytes(prm, count) + 1);
+    l.scratch = malloc(scratch + 1);
     if (l.fb->may_send_uncompressed) {
         const proto_shape_t dshape = {&codec_none_ops, layer_no_params, rows, cols, count, n};
         l.ws_dense = malloc(protocol_dense.workspace_bytes(&dshape));
@@ -115,6 +151,10 @@ terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size_t rows, s
         layer_free(&l);
         return terse_error(TERSE_ERR_NOMEM, "terse_layer_add: out of memory for a layer of %zu elements",
                            count);
+    }
+    if (adapted) {
+        lgreco_comm_configure(&c->lg, strcmp(c->cfg.adapt.def->name, "lgreco") == 0 ? c->cfg.adapt.p : l.cfg.adapt.p);
+        c->lg.n_adapted++;
     }
     c->layers[c->n_layers] = l;
     *id = (int)c->n_layers++;

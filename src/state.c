@@ -3,14 +3,20 @@
  * File "<path>.rank<R>", little-endian as the host writes it:
  *   char magic[8] = "TERSEST\0" | uint32 version | uint32 rank | uint32 nranks |
  *   uint32 n_layers | uint64 step |
+ *   uint64 plan_version | uint64 next_decision | uint64 fallbacks        (L-GreCo; version 2)
  *   per layer: uint64 count | uint64 fingerprint | uint64 calls | uint64 skipped |
- *              uint64 n_state | char codec[128] | char feedback[64] | float state[n_state]
+ *              double plan (the adapted parameter's value, NaN if none; version 2) |
+ *              uint64 n_state | char codec[128] | char feedback[64] | float state[n_state] |
+ *              uint64 window_calls | uint64 n_window | float window[n_window]   (version 2:
+ *              L-GreCo's accumulation, on rank 0 only; n_window = 0 elsewhere)
  *   uint64 checksum (FNV-1a of every byte before it)
+ * Version 1 files (no plan) still load; their adapted layers start from the uniform plan.
  * Both operations are collective and all-or-nothing across ranks: an MPI_Allreduce of a
  * success flag decides whether the temporary files are renamed (save) or the parsed state
  * is applied (load). */
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +26,7 @@
 #include "internal.h"
 #include "transport_mpi.h"
 
-#define STATE_VERSION 1u
+#define STATE_VERSION 2u
 static const char state_magic[8] = "TERSEST";
 
 typedef struct {
@@ -97,6 +103,9 @@ terse_status_t terse_state_save(terse_comm_t *c, const char *path)
     put_u32(&b, (uint32_t)c->tp.size);
     put_u32(&b, (uint32_t)c->n_layers);
     put_u64(&b, c->step);
+    put_u64(&b, c->lg.version);
+    put_u64(&b, c->lg.next_step);
+    put_u64(&b, c->lg.fallbacks);
     for (size_t i = 0; i < c->n_layers; i++) {
         const layer_t *l = &c->layers[i];
         char codec[128], feedback[64];
@@ -105,10 +114,16 @@ terse_status_t terse_state_save(terse_comm_t *c, const char *path)
         put_u64(&b, l->fingerprint);
         put_u64(&b, l->calls);
         put_u64(&b, l->skipped);
+        const double plan = l->lg ? l->lg->cand[l->lg->choice] : NAN;
+        put(&b, &plan, sizeof plan);
         put_u64(&b, state_floats(l));
         put(&b, codec, sizeof codec);
         put(&b, feedback, sizeof feedback);
         put(&b, l->state, state_floats(l) * sizeof(float));
+        const int window = l->lg && l->lg->acc;
+        put_u64(&b, window ? l->lg->acc_calls : 0);
+        put_u64(&b, window ? l->count : 0);
+        if (window) put(&b, l->lg->acc, l->count * sizeof(float));
     }
     put_u64(&b, b.failed ? 0 : checksum(b.data, b.len));
 
@@ -148,9 +163,17 @@ static int get(reader_t *r, void *out, size_t n)
 
 /* Validates the whole file against the communicator; on success *r points at nothing more
  * and the per-layer state positions are in offsets[]. */
+/* What a file holds beyond the layers' state blocks. */
+typedef struct {
+    uint64_t step, plan_version, next_decision, fallbacks;
+    size_t *offsets;        /* per layer: where its state block starts                      */
+    size_t *window_offsets; /* per layer: where its window starts (0: no window in the file)  */
+    uint64_t *calls, *skipped, *window_calls;
+    double *plan;
+} parsed_t;
+
 static terse_status_t parse_file(const terse_comm_t *c, const unsigned char *d, size_t len,
-                                 const char *file, size_t *offsets, uint64_t *calls,
-                                 uint64_t *skipped, uint64_t *step)
+                                 const char *file, parsed_t *out)
 {
     if (len < sizeof state_magic + 8 || memcmp(d, state_magic, sizeof state_magic) != 0)
         return terse_error(TERSE_ERR_IO, "%s is not a terse state file", file);
@@ -164,7 +187,12 @@ static terse_status_t parse_file(const terse_comm_t *c, const unsigned char *d, 
                            file, version, STATE_VERSION);
     if (checksum(d, len - 8) != sum)
         return terse_error(TERSE_ERR_IO, "%s is corrupted or truncated (checksum mismatch)", file);
-    if (!get(&r, &rank, 4) || !get(&r, &nranks, 4) || !get(&r, &n_layers, 4) || !get(&r, step, 8))
+    if (!get(&r, &rank, 4) || !get(&r, &nranks, 4) || !get(&r, &n_layers, 4) || !get(&r, &out->step, 8))
+        return terse_error(TERSE_ERR_IO, "%s is truncated", file);
+    out->plan_version = out->fallbacks = 0;
+    out->next_decision = c->lg.on ? c->lg.period : 0;
+    if (version >= 2 && (!get(&r, &out->plan_version, 8) || !get(&r, &out->next_decision, 8) ||
+                         !get(&r, &out->fallbacks, 8)))
         return terse_error(TERSE_ERR_IO, "%s is truncated", file);
     if (nranks != (uint32_t)c->tp.size || rank != (uint32_t)c->tp.rank)
         return terse_error(TERSE_ERR_MISMATCH, "%s holds rank %u of %u, but this is rank %d of %d",
@@ -176,21 +204,49 @@ static terse_status_t parse_file(const terse_comm_t *c, const unsigned char *d, 
         const layer_t *l = &c->layers[i];
         uint64_t count, fp, n_state;
         char codec[128], feedback[64], mine_c[128], mine_f[64];
-        if (!get(&r, &count, 8) || !get(&r, &fp, 8) || !get(&r, &calls[i], 8) ||
-            !get(&r, &skipped[i], 8) || !get(&r, &n_state, 8) || !get(&r, codec, 128) ||
-            !get(&r, feedback, 64))
+        out->plan[i] = NAN;
+        if (!get(&r, &count, 8) || !get(&r, &fp, 8) || !get(&r, &out->calls[i], 8) ||
+            !get(&r, &out->skipped[i], 8) || (version >= 2 && !get(&r, &out->plan[i], 8)) ||
+            !get(&r, &n_state, 8) || !get(&r, codec, 128) || !get(&r, feedback, 64))
             return terse_error(TERSE_ERR_IO, "%s is truncated", file);
         codec[127] = feedback[63] = '\0';
         layer_labels(l, mine_c, mine_f);
-        if (count != l->count || fp != l->fingerprint || n_state != state_floats(l))
+        /* an adapted layer is compared as it will be once the file's plan is in force */
+        uint64_t my_fp = l->fingerprint;
+        size_t my_state = state_floats(l);
+        if (l->lg) {
+            /* version 1 (no plan): the uniform one */
+            const double v = out->plan[i] == out->plan[i] ? out->plan[i] : l->lg->cand[l->lg->uniform];
+            if (lgreco_preview(c, l, v, &my_fp, &my_state) != TERSE_OK)
+                return terse_error(TERSE_ERR_MISMATCH,
+                                   "%s: layer %zu was saved with the L-GreCo choice %s, which is not "
+                                   "one of the candidates of its registered configuration %s",
+                                   file, i, codec, mine_c);
+        }
+        if (count != l->count || fp != my_fp || n_state != my_state)
             return terse_error(TERSE_ERR_MISMATCH,
                                "%s: layer %zu was saved as %llu elements with %s / %s, but is "
                                "registered as %zu elements with %s / %s",
                                file, i, (unsigned long long)count, codec, feedback, l->count, mine_c, mine_f);
-        offsets[i] = (size_t)(r.p - d);
+        out->offsets[i] = (size_t)(r.p - d);
         if ((size_t)(r.end - r.p) < n_state * sizeof(float))
             return terse_error(TERSE_ERR_IO, "%s is truncated", file);
         r.p += n_state * sizeof(float);
+        out->window_calls[i] = 0;
+        out->window_offsets[i] = 0;
+        if (version < 2) continue;
+        uint64_t n_window;
+        if (!get(&r, &out->window_calls[i], 8) || !get(&r, &n_window, 8))
+            return terse_error(TERSE_ERR_IO, "%s is truncated", file);
+        const int mine = l->lg && l->lg->acc;
+        if (n_window != (mine ? l->count : 0))
+            return terse_error(TERSE_ERR_MISMATCH, "%s: layer %zu holds an L-GreCo window of %llu elements; "
+                               "this rank expects %zu", file, i, (unsigned long long)n_window,
+                               mine ? l->count : (size_t)0);
+        if ((size_t)(r.end - r.p) < n_window * sizeof(float))
+            return terse_error(TERSE_ERR_IO, "%s is truncated", file);
+        out->window_offsets[i] = n_window ? (size_t)(r.p - d) : 0;
+        r.p += n_window * sizeof(float);
     }
     if (r.p != r.end) return terse_error(TERSE_ERR_IO, "%s has trailing bytes", file);
     return TERSE_OK;
@@ -208,10 +264,15 @@ terse_status_t terse_state_load(terse_comm_t *c, const char *path)
     unsigned char *d = NULL;
     size_t len = 0;
     size_t n = c->n_layers ? c->n_layers : 1;
-    size_t *offsets = calloc(n, sizeof *offsets);
-    uint64_t *calls = calloc(n, sizeof *calls), *skipped = calloc(n, sizeof *skipped), step = 0;
+    parsed_t pf = {0};
+    pf.offsets = calloc(n, sizeof *pf.offsets);
+    pf.window_offsets = calloc(n, sizeof *pf.window_offsets);
+    pf.calls = calloc(n, sizeof *pf.calls);
+    pf.skipped = calloc(n, sizeof *pf.skipped);
+    pf.window_calls = calloc(n, sizeof *pf.window_calls);
+    pf.plan = calloc(n, sizeof *pf.plan);
     FILE *f = fopen(file, "rb");
-    if (!offsets || !calls || !skipped) {
+    if (!pf.offsets || !pf.window_offsets || !pf.calls || !pf.skipped || !pf.window_calls || !pf.plan) {
         s = terse_error(TERSE_ERR_NOMEM, "terse_state_load: out of memory");
     } else if (!f) {
         s = terse_error(TERSE_ERR_IO, "terse_state_load: cannot open %s: %s", file, strerror(errno));
@@ -219,25 +280,43 @@ terse_status_t terse_state_load(terse_comm_t *c, const char *path)
                !(d = malloc(len ? len : 1)) || fread(d, 1, len, f) != len) {
         s = terse_error(TERSE_ERR_IO, "terse_state_load: cannot read %s", file);
     } else {
-        s = parse_file(c, d, len, file, offsets, calls, skipped, &step);
+        s = parse_file(c, d, len, file, &pf);
     }
     if (f) fclose(f);
     int ok = all_ok(c, s == TERSE_OK);
     if (ok) {
         for (size_t i = 0; i < c->n_layers; i++) {
             layer_t *l = &c->layers[i];
-            memcpy(l->state, d + offsets[i], state_floats(l) * sizeof(float));
-            l->calls = calls[i];
-            l->skipped = skipped[i];
+            if (l->lg) {
+                /* the plan first: it sets the size of the protocol state copied next */
+                if (pf.plan[i] == pf.plan[i]) lgreco_apply(c, l, pf.plan[i]);
+                else lgreco_apply(c, l, l->lg->cand[l->lg->uniform]);
+                l->lg->acc_calls = pf.window_calls[i];
+                if (l->lg->acc && pf.window_offsets[i])
+                    memcpy(l->lg->acc, d + pf.window_offsets[i], l->count * sizeof(float));
+                else if (l->lg->acc)
+                    memset(l->lg->acc, 0, l->count * sizeof(float));
+            }
+            memcpy(l->state, d + pf.offsets[i], state_floats(l) * sizeof(float));
+            l->calls = pf.calls[i];
+            l->skipped = pf.skipped[i];
         }
-        c->step = step;
+        c->step = pf.step;
+        if (c->lg.on) {
+            c->lg.version = pf.plan_version;
+            c->lg.next_step = pf.next_decision;
+            c->lg.fallbacks = pf.fallbacks;
+        }
     } else if (s == TERSE_OK) {
         s = terse_error(TERSE_ERR_IO, "terse_state_load: another rank's state file is missing or invalid; "
                                       "nothing was loaded");
     }
     free(d);
-    free(offsets);
-    free(calls);
-    free(skipped);
+    free(pf.offsets);
+    free(pf.window_offsets);
+    free(pf.calls);
+    free(pf.skipped);
+    free(pf.window_calls);
+    free(pf.plan);
     return s;
 }

@@ -22,7 +22,8 @@ Buffer = Any
 Shape = Union[int, Sequence[int]]
 
 _STATS_FIELDS = ("count", "calls", "skipped", "step", "wire_bytes", "sent_bytes",
-                 "total_sent_bytes", "compress_us", "comm_us", "decompress_us")
+                 "total_sent_bytes", "compress_us", "comm_us", "decompress_us", "plan_version",
+                 "plan_fallbacks", "plan_us", "plan_measure_us", "plan_solve_us")
 
 
 def _check(status: int) -> None:
@@ -403,6 +404,7 @@ class Comm:
         for f in _STATS_FIELDS:
             d[f] = getattr(s, f)
         d["dense"] = bool(s.dense)
+        d["adapted"] = bool(s.adapted)
         return d
 
     def stats(self, layer: Optional[LayerKey] = None) -> Dict[str, Any]:
@@ -410,8 +412,10 @@ class Comm:
         ``{name: dict}`` in registration order when ``layer`` is None.
 
         Keys: name, id, shape, codec, feedback, count, calls, skipped, step, wire_bytes,
-        sent_bytes, total_sent_bytes, compress_us, comm_us, decompress_us, dense. The byte
-        and time figures are those of the layer's last call.
+        sent_bytes, total_sent_bytes, compress_us, comm_us, decompress_us, dense, and for
+        adapt=lgreco: adapted, plan_version, plan_fallbacks, plan_us, plan_measure_us,
+        plan_solve_us (the last decision). The byte and time figures are those of the
+        layer's last call; codec shows the parameter L-GreCo has chosen.
         """
         self._handle()
         if layer is None:

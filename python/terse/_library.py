@@ -44,6 +44,12 @@ class TerseStats(ctypes.Structure):
         ("comm_us", ctypes.c_double),
         ("decompress_us", ctypes.c_double),
         ("dense", ctypes.c_int),
+        ("adapted", ctypes.c_int),
+        ("plan_version", ctypes.c_uint64),
+        ("plan_fallbacks", ctypes.c_uint64),
+        ("plan_us", ctypes.c_double),
+        ("plan_measure_us", ctypes.c_double),
+        ("plan_solve_us", ctypes.c_double),
     ]
 
 

@@ -1,0 +1,417 @@
+/* What L-GreCo can adapt, per codec family: one parameter, its candidate values, their
+ * exact wire bytes and their compression errors (ALGORITHMS.md §9.2, "Generalisation").
+ *
+ *   family    parameter      candidates                                   error on A
+ *   topk      density or k   7-point geometric grid lo*d0 .. d0 .. hi*d0   ||A - TopK_k(A)||
+ *   dgc       density        the same grid, below 1                       ||A - TopK_k(A)||
+ *   randk     density        the same grid                                E||A - RandK_k(A)||
+ *   qsgd      bits           integers floor(lo*b0) .. ceil(hi*b0) in 1..8  ||A - Q_b(A)||
+ *   powersgd  rank           integers max(1, floor(lo*r0)) .. ceil(hi*r0)  rank-r truncation
+ *
+ * The sparse errors come from one selection: with the k_max largest magnitudes sorted,
+ * ||A - TopK_k(A)||^2 = ||A||^2 - (sum of the k largest squares) for every k at once. DGC
+ * selects by a sampled threshold, so its true error is close to, not equal to, TopK's.
+ * RandK's error is its expectation: (1 - k/n) ||A||^2, or (n/k - 1) ||A||^2 unbiased. QSGD's
+ * is measured by running the codec (the same stochastic stream for every candidate).
+ * PowerSGD's: block power iteration with the largest candidate rank R gives an orthonormal
+ * P (rows x R) and Q = A^T P; the squared singular values s_1 >= s_2 >= ... of Q give the
+ * error of the best rank-r approximation inside that subspace, sqrt(||A||^2 - s_1 - .. - s_r). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dgc.h"
+#include "error.h"
+#include "lgreco.h"
+#include "powersgd.h"
+#include "qsgd.h"
+#include "randk.h"
+#include "topk.h"
+
+typedef enum { GRID_GEOMETRIC, GRID_INTEGER } grid_t;
+
+struct lgreco_family {
+    const char *codec;
+    grid_t grid;
+    double min, max;   /* the values the parameter may take                               */
+    int min_open;      /* 1: min itself is excluded                                       */
+    int round;         /* 1: geometric values are rounded to integers (topk's k)          */
+    /* The parameter adapted for codec parameters p (topk: k if given, else density). */
+    int (*param)(const double *p);
+    /* The exact bytes of one message with parameters p on a rows x cols layer. */
+    double (*wire)(const codec_ops_t *codec, const double *p, size_t rows, size_t cols);
+    /* errors[c] for the candidate parameter vectors prm[c]; TERSE_ERR_NOMEM on failure. */
+    terse_status_t (*errors)(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n,
+                             size_t rows, size_t cols, const float *A, double *errors);
+};
+
+/* ---- shared pieces ----------------------------------------------------------------------- */
+
+static double sum_squares(const float *A, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)A[i] * (double)A[i];
+    return s;
+}
+
+static int all_finite(const float *A, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(A[i])) return 0;
+    return 1;
+}
+
+static int desc_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x < y) - (x > y);
+}
+
+static double codec_wire(const codec_ops_t *codec, const double *p, size_t rows, size_t cols)
+{
+    return (double)codec->max_bytes(p, rows * cols);
+}
+
+/* ||A - TopK_k(A)|| for k = ks[c], from one selection of the k_max largest. */
+static terse_status_t sparse_errors(const size_t *ks, size_t n, const float *A, size_t count,
+                                    double *errors)
+{
+    size_t kmax = 0;
+    for (size_t c = 0; c < n; c++) kmax = ks[c] > kmax ? ks[c] : kmax;
+    uint32_t *idx = malloc((kmax ? kmax : 1) * sizeof *idx);
+    float *val = malloc((kmax ? kmax : 1) * sizeof *val);
+    double *sq = malloc((kmax + 1) * sizeof *sq);
+    if (!idx || !val || !sq) {
+        free(idx), free(val), free(sq);
+        return terse_error(TERSE_ERR_NOMEM, "lgreco: out of memory for %zu selected entries", kmax);
+    }
+    const size_t got = topk_select(A, count, kmax, idx, val);
+    for (size_t i = 0; i < got; i++) sq[i] = (double)val[i] * (double)val[i];
+    qsort(sq, got, sizeof *sq, desc_double);
+    /* prefix sums in place, shifted: sq[k] = the sum of the k largest squares */
+    double run = 0.0;
+    for (size_t i = 0; i < got; i++) {
+        double v = sq[i];
+        sq[i] = run;
+        run += v;
+    }
+    sq[got] = run;
+    const double total = sum_squares(A, count);
+    for (size_t c = 0; c < n; c++) {
+        size_t k = ks[c] < got ? ks[c] : got;
+        double rest = total - sq[k];
+        errors[c] = sqrt(rest > 0.0 ? rest : 0.0);
+    }
+    free(idx), free(val), free(sq);
+    return TERSE_OK;
+}
+
+/* ---- topk -------------------------------------------------------------------------------- */
+
+enum { TOPK_DENSITY, TOPK_K };
+
+static int topk_param(const double *p) { return isnan(p[TOPK_K]) ? TOPK_DENSITY : TOPK_K; }
+
+static terse_status_t topk_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n,
+                                  size_t rows, size_t cols, const float *A, double *errors)
+{
+    (void)codec;
+    size_t ks[LGRECO_MAX_CANDIDATES] = {0};
+    for (size_t c = 0; c < n; c++) ks[c] = topk_k(prm[c], rows * cols);
+    return sparse_errors(ks, n, A, rows * cols, errors);
+}
+
+/* ---- dgc --------------------------------------------------------------------------------- */
+
+static int dgc_param(const double *p) { (void)p; return DGC_DENSITY; }
+
+/* The final density's message (warm-up densities are transient): uint32 k | idx | val. */
+static double dgc_wire(const codec_ops_t *codec, const double *p, size_t rows, size_t cols)
+{
+    (void)codec;
+    return 4.0 + 8.0 * (double)dgc_plan(rows * cols, p[DGC_DENSITY], p[DGC_SAMPLE]).num_selects;
+}
+
+static terse_status_t dgc_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n,
+                                 size_t rows, size_t cols, const float *A, double *errors)
+{
+    (void)codec;
+    size_t ks[LGRECO_MAX_CANDIDATES] = {0};
+    for (size_t c = 0; c < n; c++)
+        ks[c] = dgc_plan(rows * cols, prm[c][DGC_DENSITY], prm[c][DGC_SAMPLE]).num_selects;
+    TERSE_CHECK(sparse_errors(ks, n, A, rows * cols, errors));
+    /* a density of 1 would turn the layer into DGC's dense path, with another state */
+    for (size_t c = 0; c < n; c++)
+        if (!dgc_sparsifies(prm[c], rows, cols)) errors[c] = INFINITY;
+    return TERSE_OK;
+}
+
+/* ---- randk ------------------------------------------------------------------------------- */
+
+static int randk_param(const double *p) { (void)p; return RANDK_DENSITY; }
+
+/* Only the values travel (the indices come from the shared stream). */
+static double randk_wire(const codec_ops_t *codec, const double *p, size_t rows, size_t cols)
+{
+    (void)codec;
+    return 4.0 * (double)randk_k(p, rows * cols);
+}
+
+static terse_status_t randk_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n,
+                                   size_t rows, size_t cols, const float *A, double *errors)
+{
+    (void)codec;
+    const size_t count = rows * cols;
+    const double total = sum_squares(A, count);
+    for (size_t c = 0; c < n; c++) {
+        const double f = (double)randk_k(prm[c], count) / (double)count;
+        const double scale = prm[c][RANDK_UNBIASED] != 0.0 ? 1.0 / f - 1.0 : 1.0 - f;
+        errors[c] = sqrt(scale * total);
+    }
+    return TERSE_OK;
+}
+
+/* ---- qsgd -------------------------------------------------------------------------------- */
+
+static int qsgd_param(const double *p) { (void)p; return QSGD_BITS; }
+
+/* The codec itself, encode then decode, on one fixed stream: every candidate is measured on
+ * the same random numbers. */
+static terse_status_t qsgd_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n,
+                                  size_t rows, size_t cols, const float *A, double *errors)
+{
+    const size_t count = rows * cols;
+    size_t msg_bytes = 1, scratch_bytes = 1;
+    for (size_t c = 0; c < n; c++) {
+        size_t m = codec->max_bytes(prm[c], count), s = codec->scratch_bytes(prm[c], count);
+        msg_bytes = m > msg_bytes ? m : msg_bytes;
+        scratch_bytes = s > scratch_bytes ? s : scratch_bytes;
+    }
+    void *msg = malloc(msg_bytes), *scratch = malloc(scratch_bytes);
+    float *out = malloc((count ? count : 1) * sizeof *out);
+    if (!msg || !scratch || !out) {
+        free(msg), free(scratch), free(out);
+        return terse_error(TERSE_ERR_NOMEM, "lgreco: out of memory for a %zu-byte trial message", msg_bytes);
+    }
+    const codec_ctx_t ctx = {0x6c677265636fULL /* "lgreco" */, 0, rows, cols};
+    for (size_t c = 0; c < n; c++) {
+        size_t bytes = codec->encode(prm[c], &ctx, A, count, msg, scratch);
+        memset(out, 0, count * sizeof *out);
+        if (codec->decode_add(prm[c], msg, bytes, count, out, scratch) != TERSE_OK) {
+            errors[c] = NAN;
+            continue;
+        }
+        double s = 0.0;
+        for (size_t i = 0; i < count; i++) {
+            double d = (double)A[i] - (double)out[i];
+            s += d * d;
+        }
+        errors[c] = sqrt(s);
+    }
+    free(msg), free(scratch), free(out);
+    return TERSE_OK;
+}
+
+/* ---- powersgd ---------------------------------------------------------------------------- */
+
+static int powersgd_param(const double *p) { (void)p; return POWERSGD_RANK; }
+
+/* What the low-rank protocol sends: P and Q, 4 r' (rows + cols) bytes. */
+static double powersgd_wire(const codec_ops_t *codec, const double *p, size_t rows, size_t cols)
+{
+    (void)codec;
+    return 4.0 * (double)powersgd_rank(p, rows, cols) * ((double)rows + (double)cols);
+}
+
+/* The eigenvalues of the symmetric r x r matrix S (destroyed), by cyclic Jacobi rotations,
+ * sorted decreasing into ev. */
+static void jacobi_eigenvalues(double *S, size_t r, double *ev)
+{
+    for (int sweep = 0; sweep < 64; sweep++) {
+        double off = 0.0, diag = 0.0;
+        for (size_t i = 0; i < r; i++) {
+            diag += S[i * r + i] * S[i * r + i];
+            for (size_t j = i + 1; j < r; j++) off += S[i * r + j] * S[i * r + j];
+        }
+        if (off <= 1e-30 * diag || off == 0.0) break;
+        for (size_t p = 0; p < r; p++)
+            for (size_t q = p + 1; q < r; q++) {
+                const double apq = S[p * r + q];
+                if (apq == 0.0) continue;
+                const double theta = (S[q * r + q] - S[p * r + p]) / (2.0 * apq);
+                const double t = (theta >= 0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
+                const double cs = 1.0 / sqrt(t * t + 1.0), sn = t * cs;
+                for (size_t k = 0; k < r; k++) { /* columns p, q */
+                    const double a = S[k * r + p], b = S[k * r + q];
+                    S[k * r + p] = cs * a - sn * b;
+                    S[k * r + q] = sn * a + cs * b;
+                }
+                for (size_t k = 0; k < r; k++) { /* rows p, q */
+                    const double a = S[p * r + k], b = S[q * r + k];
+                    S[p * r + k] = cs * a - sn * b;
+                    S[q * r + k] = sn * a + cs * b;
+                }
+            }
+    }
+    for (size_t i = 0; i < r; i++) ev[i] = S[i * r + i];
+    qsort(ev, r, sizeof *ev, desc_double);
+}
+
+static terse_status_t powersgd_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n,
+                                      size_t rows, size_t cols, const float *A, double *errors)
+{
+    size_t R = 0;
+    for (size_t c = 0; c < n; c++) {
+        size_t r = powersgd_rank(prm[c], rows, cols);
+        R = r > R ? r : R;
+    }
+    float *P = malloc((rows * R + 1) * sizeof *P), *Q = malloc((cols * R + 1) * sizeof *Q);
+    double *acc = malloc(powersgd_acc_doubles(R) * sizeof *acc);
+    double *S = malloc((R * R + 1) * sizeof *S), *ev = malloc((R + 1) * sizeof *ev);
+    if (!P || !Q || !acc || !S || !ev) {
+        free(P), free(Q), free(acc), free(S), free(ev);
+        return terse_error(TERSE_ERR_NOMEM, "lgreco: out of memory for rank-%zu factors", R);
+    }
+    powersgd_random(0x6c677265636fULL, cols, R, Q);
+    for (int it = 0; it < LGRECO_POWER_ITERS; it++) {
+        powersgd_orthogonalize(Q, cols, R);
+        powersgd_mul(A, rows, cols, Q, R, P, acc);
+        powersgd_orthogonalize(P, rows, R);
+        powersgd_mul_t(A, rows, cols, P, R, Q, acc);
+    }
+    /* S = Q^T Q: its eigenvalues are the squared singular values of P^T A */
+    for (size_t i = 0; i < R; i++)
+        for (size_t j = 0; j < R; j++) {
+            double s = 0.0;
+            for (size_t t = 0; t < cols; t++) s += (double)Q[t * R + i] * (double)Q[t * R + j];
+            S[i * R + j] = s;
+        }
+    jacobi_eigenvalues(S, R, ev);
+    const double total = sum_squares(A, rows * cols);
+    for (size_t c = 0; c < n; c++) {
+        const size_t r = powersgd_rank(prm[c], rows, cols);
+        double rest = total;
+        for (size_t i = 0; i < r; i++) rest -= ev[i] > 0.0 ? ev[i] : 0.0;
+        errors[c] = sqrt(rest > 0.0 ? rest : 0.0);
+        /* a rank the layer cannot compress by min_rate would make it dense */
+        if (codec->goes_dense && codec->goes_dense(prm[c], rows, cols)) errors[c] = INFINITY;
+    }
+    free(P), free(Q), free(acc), free(S), free(ev);
+    return TERSE_OK;
+}
+
+/* ---- the table ----------------------------------------------------------------------------- */
+
+static const lgreco_family_t families[] = {
+    {"powersgd", GRID_INTEGER, 1.0, 1024.0, 0, 1, powersgd_param, powersgd_wire, powersgd_errors},
+    {"topk", GRID_GEOMETRIC, 0.0, 1.0, 1, 0, topk_param, codec_wire, topk_errors},
+    {"dgc", GRID_GEOMETRIC, 0.0, 1.0, 1, 0, dgc_param, dgc_wire, dgc_errors},
+    {"randk", GRID_GEOMETRIC, 0.0, 1.0, 1, 0, randk_param, randk_wire, randk_errors},
+    {"qsgd", GRID_INTEGER, 1.0, 8.0, 0, 1, qsgd_param, codec_wire, qsgd_errors},
+};
+
+const lgreco_family_t *lgreco_family_for(const char *codec_name)
+{
+    for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
+        if (strcmp(families[i].codec, codec_name) == 0) return &families[i];
+    return NULL;
+}
+
+const char *lgreco_family_names(void) { return "powersgd (rank), topk, dgc, randk (density), qsgd (bits)"; }
+
+/* ---- candidates ---------------------------------------------------------------------------- */
+
+static double clamp_value(const lgreco_family_t *f, double v)
+{
+    if (v > f->max) v = f->max;
+    if (v < f->min || (f->min_open && v <= f->min)) v = f->min_open ? f->min + (f->max - f->min) * 1e-9 : f->min;
+    return v;
+}
+
+/* v0 * lo^(3-i)/3 for i < 3, v0, v0 * hi^(i-3)/3 for i > 3: seven points, v0 in the middle. */
+static size_t grid_geometric(const lgreco_family_t *f, double v0, double lo, double hi, double *out,
+                             size_t *uniform)
+{
+    for (int i = 0; i < 7; i++) {
+        double v = i < 3 ? v0 * pow(lo, (3.0 - i) / 3.0) : i > 3 ? v0 * pow(hi, (i - 3.0) / 3.0) : v0;
+        if (f->round) v = round(v);
+        out[i] = i == 3 ? v0 : clamp_value(f, v);
+    }
+    *uniform = 3;
+    return 7;
+}
+
+/* The integers floor(lo v0) .. ceil(hi v0) within the family's range; a range longer than
+ * LGRECO_MAX_CANDIDATES is thinned to geometrically spaced integers that keep v0. */
+static size_t grid_integer(const lgreco_family_t *f, double v0, double lo, double hi, double *out,
+                           size_t *uniform)
+{
+    double a = clamp_value(f, floor(lo * v0)), b = clamp_value(f, ceil(hi * v0));
+    size_t n = 0;
+    if (b - a + 1.0 <= LGRECO_MAX_CANDIDATES) {
+        for (double v = a; v <= b; v += 1.0) out[n++] = v;
+    } else {
+        const double ratio = pow(b / a, 1.0 / (LGRECO_MAX_CANDIDATES - 2));
+        double v = a;
+        for (size_t i = 0; i < LGRECO_MAX_CANDIDATES - 1 && v <= b; i++, v *= ratio) {
+            double r = round(v);
+            if (n == 0 || r > out[n - 1]) out[n++] = r;
+        }
+        if (out[n - 1] < b) out[n++] = b;
+        /* keep v0: replace its nearest neighbour */
+        size_t near = 0;
+        for (size_t i = 1; i < n; i++)
+            if (fabs(out[i] - v0) < fabs(out[near] - v0)) near = i;
+        out[near] = v0;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (out[i] == v0) *uniform = i;
+    return n;
+}
+
+void lgreco_layer_init(lgreco_layer_t *lg, method_spec_t *compressor, const double *ap,
+                       size_t rows, size_t cols)
+{
+    const lgreco_family_t *f = lgreco_family_for(compressor->def->name);
+    memset(lg, 0, sizeof *lg);
+    lg->family = f;
+    lg->param = f->param(compressor->p);
+    double *v0 = &compressor->p[lg->param];
+    if (f->param == topk_param && isnan(*v0)) *v0 = TOPK_DEFAULT_DENSITY;
+    if (f->grid == GRID_INTEGER) {
+        lg->n_cand = grid_integer(f, *v0, ap[LGRECO_LO], ap[LGRECO_HI], lg->cand, &lg->uniform);
+    } else {
+        lgreco_family_t rounded = *f;
+        if (lg->param == TOPK_K && f->param == topk_param) {
+            rounded.round = 1;
+            rounded.min = 1.0;
+            rounded.max = (double)(rows * cols);
+            rounded.min_open = 0;
+        }
+        lg->n_cand = grid_geometric(&rounded, *v0, ap[LGRECO_LO], ap[LGRECO_HI], lg->cand, &lg->uniform);
+    }
+    lg->choice = lg->uniform;
+}
+
+void lgreco_candidate_params(const lgreco_layer_t *lg, const double *base, size_t index,
+                             double out[TERSE_MAX_PARAMS])
+{
+    memcpy(out, base, TERSE_MAX_PARAMS * sizeof *out);
+    out[lg->param] = lg->cand[index];
+}
+
+terse_status_t lgreco_measure(const lgreco_layer_t *lg, const codec_ops_t *codec,
+                              const double *base, size_t rows, size_t cols, const float *A,
+                              double *sizes, double *errors)
+{
+    double prm[LGRECO_MAX_CANDIDATES][TERSE_MAX_PARAMS];
+    for (size_t c = 0; c < lg->n_cand; c++) {
+        lgreco_candidate_params(lg, base, c, prm[c]);
+        sizes[c] = lg->family->wire(codec, prm[c], rows, cols);
+    }
+    if (!all_finite(A, rows * cols)) {
+        for (size_t c = 0; c < lg->n_cand; c++) errors[c] = NAN;
+        return TERSE_OK;
+    }
+    return lg->family->errors(codec, prm, lg->n_cand, rows, cols, A, errors);
+}

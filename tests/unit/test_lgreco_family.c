@@ -1,0 +1,248 @@
+/* Unit tests for L-GreCo's codec families (src/lgreco_family.c): the candidate grids, the
+ * exact wire bytes, and the measured errors against direct computations: TopK's error
+ * against the codec's own encode/decode, PowerSGD's truncation error against a matrix of
+ * known singular values, RandK's against its closed form, QSGD's monotone in bits. */
+#include <check.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "lgreco.h"
+#include "powersgd.h"
+#include "topk.h"
+
+extern const codec_ops_t codec_topk_ops, codec_qsgd_ops, codec_randk_ops;
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ULL;
+}
+
+static float rng_float(uint64_t *s) { return (float)((double)(rng_next(s) >> 11) * 0x1.0p-53 * 2.0 - 1.0); }
+
+static const double default_adapt[LGRECO_N_PARAMS] = {500, 10, 1, 0.5, 2, 10000};
+
+/* A layer of `codec` configured by `text` ("compressor=topk:density=0.05"), set up for L-GreCo. */
+static void layer(const char *text, size_t rows, size_t cols, terse_config_t *cfg, lgreco_layer_t *lg,
+                  const double *ap)
+{
+    config_defaults(cfg);
+    ck_assert_int_eq(config_parse(cfg, text, 0), TERSE_OK);
+    lgreco_layer_init(lg, &cfg->compressor, ap ? ap : default_adapt, rows, cols);
+}
+
+START_TEST(lgreco_density_grid_is_geometric_around_the_default)
+{
+    terse_config_t cfg;
+    lgreco_layer_t lg;
+    layer("compressor=topk:density=0.04", 100, 100, &cfg, &lg, NULL);
+    ck_assert_uint_eq(lg.n_cand, 7);
+    ck_assert_uint_eq(lg.uniform, 3);
+    ck_assert(lg.cand[3] == 0.04);
+    ck_assert(fabs(lg.cand[0] - 0.02) < 1e-15 && fabs(lg.cand[6] - 0.08) < 1e-15);
+    for (size_t i = 1; i < 7; i++) ck_assert(fabs(lg.cand[i] / lg.cand[i - 1] - pow(2.0, 1.0 / 3.0)) < 1e-12);
+}
+END_TEST
+
+START_TEST(lgreco_topk_without_density_adapts_its_default)
+{
+    terse_config_t cfg;
+    lgreco_layer_t lg;
+    layer("compressor=topk", 100, 100, &cfg, &lg, NULL);
+    ck_assert(lg.cand[lg.uniform] == TOPK_DEFAULT_DENSITY);
+    ck_assert(cfg.compressor.p[lg.param] == TOPK_DEFAULT_DENSITY);
+}
+END_TEST
+
+START_TEST(lgreco_topk_k_grid_is_rounded_and_clamped)
+{
+    terse_config_t cfg;
+    lgreco_layer_t lg;
+    const double ap[LGRECO_N_PARAMS] = {500, 10, 1, 0.01, 1000, 10000};
+    layer("compressor=topk:k=10", 10, 10, &cfg, &lg, ap);
+    ck_assert(lg.cand[lg.uniform] == 10.0);
+    for (size_t i = 0; i < lg.n_cand; i++) {
+        ck_assert(lg.cand[i] == round(lg.cand[i]));
+        ck_assert(lg.cand[i] >= 1.0 && lg.cand[i] <= 100.0);
+    }
+}
+END_TEST
+
+START_TEST(lgreco_rank_and_bits_grids_are_integer_ranges)
+{
+    terse_config_t cfg;
+    lgreco_layer_t lg;
+    layer("compressor=powersgd:rank=4", 64, 64, &cfg, &lg, NULL);
+    ck_assert_uint_eq(lg.n_cand, 7); /* 2..8, the reference's ResNet setting */
+    ck_assert(lg.cand[0] == 2.0 && lg.cand[6] == 8.0 && lg.cand[lg.uniform] == 4.0);
+    layer("compressor=powersgd:rank=1", 64, 64, &cfg, &lg, NULL);
+    ck_assert(lg.cand[0] == 1.0); /* floor(0.5) = 0 is no rank: clamped to 1 */
+    layer("compressor=qsgd:bits=4", 64, 64, &cfg, &lg, NULL);
+    ck_assert_uint_eq(lg.n_cand, 7);
+    ck_assert(lg.cand[0] == 2.0 && lg.cand[6] == 8.0);
+    const double wide[LGRECO_N_PARAMS] = {500, 10, 1, 0.25, 4, 10000};
+    layer("compressor=powersgd:rank=32", 512, 512, &cfg, &lg, wide);
+    ck_assert_uint_le(lg.n_cand, LGRECO_MAX_CANDIDATES); /* 8..128 thinned */
+    ck_assert(lg.cand[0] == 8.0 && lg.cand[lg.n_cand - 1] == 128.0 && lg.cand[lg.uniform] == 32.0);
+    for (size_t i = 1; i < lg.n_cand; i++) ck_assert(lg.cand[i] > lg.cand[i - 1]);
+}
+END_TEST
+
+/* TopK: the measured error equals ||A - decode(encode(A))|| with the codec itself. */
+START_TEST(lgreco_topk_error_matches_the_codec)
+{
+    enum { R = 37, C = 29, N = R * C };
+    terse_config_t cfg;
+    lgreco_layer_t lg;
+    layer("compressor=topk:density=0.05", R, C, &cfg, &lg, NULL);
+    float A[N], out[N];
+    unsigned char msg[4 + 8 * N];
+    uint64_t seed = 7;
+    for (size_t i = 0; i < N; i++) A[i] = rng_float(&seed) * (i % 5 == 0 ? 10.0f : 1.0f);
+    double sizes[LGRECO_MAX_CANDIDATES], errors[LGRECO_MAX_CANDIDATES];
+    ck_assert_int_eq(lgreco_measure(&lg, &codec_topk_ops, cfg.compressor.p, R, C, A, sizes, errors), TERSE_OK);
+    for (size_t c = 0; c < lg.n_cand; c++) {
+        double prm[TERSE_MAX_PARAMS];
+        lgreco_candidate_params(&lg, cfg.compressor.p, c, prm);
+        size_t bytes = codec_topk_ops.encode(prm, NULL, A, N, msg, NULL);
+        ck_assert(sizes[c] == (double)bytes);
+        memset(out, 0, sizeof out);
+        ck_assert_int_eq(codec_topk_ops.decode_add(prm, msg, bytes, N, out, NULL), TERSE_OK);
+        double s = 0;
+        for (size_t i = 0; i < N; i++) s += ((double)A[i] - out[i]) * ((double)A[i] - out[i]);
+        ck_assert_msg(fabs(errors[c] - sqrt(s)) <= 1e-9 * sqrt(s), "candidate %zu: %g vs %g", c, errors[c], sqrt(s));
+        if (c) ck_assert(errors[c] <= errors[c - 1]);
+    }
+}
+END_TEST
+
+/* PowerSGD: A = U diag(s) V^T with orthonormal U, V built from rotations; the error of
+ * rank r is sqrt(sum_{i > r} s_i^2), and the size is 4 r (rows + cols). */
+START_TEST(lgreco_powersgd_error_is_the_truncation_error)
+{
+    enum { R = 40, C = 30, K = 6 };
+    static const double s[K] = {10, 6, 3, 1.5, 0.5, 0.1};
+    terse_config_t cfg;
+    lgreco_layer_t lg;
+    layer("compressor=powersgd:rank=3", R, C, &cfg, &lg, NULL);
+    /* columns of U and V: disjoint supports make them orthonormal without arithmetic error */
+    static float A[R * C];
+    memset(A, 0, sizeof A);
+    for (size_t k = 0; k < K; k++) {
+        /* u_k spreads over rows 6k..6k+5, v_k over cols 5k..5k+4, both with equal entries */
+        for (size_t i = 6 * k; i < 6 * k + 6; i++)
+            for (size_t j = 5 * k; j < 5 * k + 5; j++) A[i * C + j] = (float)(s[k] / sqrt(6.0 * 5.0));
+    }
+    double sizes[LGRECO_MAX_CANDIDATES], errors[LGRECO_MAX_CANDIDATES];
+    ck_assert_int_eq(lgreco_measure(&lg, &codec_powersgd_ops, cfg.compressor.p, R, C, A, sizes, errors), TERSE_OK);
+    for (size_t c = 0; c < lg.n_cand; c++) {
+        size_t r = (size_t)lg.cand[c];
+        double want = 0;
+        for (size_t i = r; i < K; i++) want += s[i] * s[i];
+        want = sqrt(want);
+        ck_assert(sizes[c] == 4.0 * (double)r * (R + C));
+        ck_assert_msg(fabs(errors[c] - want) < 1e-3 * s[0], "rank %zu: %g vs %g", r, errors[c], want);
+    }
+}
+END_TEST
+
+/* A rank at which the layer would not compress by min_rate is excluded. */
+START_TEST(lgreco_powersgd_excludes_ranks_that_would_go_dense)
+{
+    terse_config_t cfg;
+    lgreco_layer_t lg;
+    layer("compressor=powersgd:rank=4", 12, 12, &cfg, &lg, NULL);
+    static float A[144];
+    uint64_t seed = 3;
+    for (size_t i = 0; i < 144; i++) A[i] = rng_float(&seed);
+    double sizes[LGRECO_MAX_CANDIDATES], errors[LGRECO_MAX_CANDIDATES];
+    ck_assert_int_eq(lgreco_measure(&lg, &codec_powersgd_ops, cfg.compressor.p, 12, 12, A, sizes, errors), TERSE_OK);
+    for (size_t c = 0; c < lg.n_cand; c++) {
+        const int dense = 24.0 * lg.cand[c] * 2.0 >= 144.0; /* (rows + cols) r min_rate >= rows cols */
+        ck_assert_msg(isinf(errors[c]) == dense, "rank %g: error %g", lg.cand[c], errors[c]);
+    }
+}
+END_TEST
+
+START_TEST(lgreco_randk_error_is_its_expectation)
+{
+    enum { N = 1000 };
+    terse_config_t cfg;
+    lgreco_layer_t lg;
+    layer("compressor=randk:density=0.1", N, 1, &cfg, &lg, NULL);
+    float A[N];
+    double total = 0;
+    for (size_t i = 0; i < N; i++) A[i] = (float)(i % 7) - 3.0f, total += (double)A[i] * A[i];
+    double sizes[LGRECO_MAX_CANDIDATES], errors[LGRECO_MAX_CANDIDATES];
+    ck_assert_int_eq(lgreco_measure(&lg, &codec_randk_ops, cfg.compressor.p, N, 1, A, sizes, errors), TERSE_OK);
+    ck_assert(sizes[lg.uniform] == 4.0 * 100);
+    ck_assert(fabs(errors[lg.uniform] - sqrt(0.9 * total)) < 1e-9 * total);
+}
+END_TEST
+
+START_TEST(lgreco_qsgd_error_falls_with_bits_and_nan_propagates)
+{
+    enum { N = 4096 };
+    terse_config_t cfg;
+    lgreco_layer_t lg;
+    layer("compressor=qsgd:bits=4", N, 1, &cfg, &lg, NULL);
+    static float A[N];
+    uint64_t seed = 11;
+    for (size_t i = 0; i < N; i++) A[i] = rng_float(&seed);
+    double sizes[LGRECO_MAX_CANDIDATES], errors[LGRECO_MAX_CANDIDATES];
+    ck_assert_int_eq(lgreco_measure(&lg, &codec_qsgd_ops, cfg.compressor.p, N, 1, A, sizes, errors), TERSE_OK);
+    for (size_t c = 1; c < lg.n_cand; c++) {
+        ck_assert(sizes[c] > sizes[c - 1]);
+        ck_assert_msg(errors[c] < errors[c - 1], "bits %g: %g, bits %g: %g", lg.cand[c], errors[c],
+                      lg.cand[c - 1], errors[c - 1]);
+    }
+    A[17] = NAN;
+    ck_assert_int_eq(lgreco_measure(&lg, &codec_qsgd_ops, cfg.compressor.p, N, 1, A, sizes, errors), TERSE_OK);
+    for (size_t c = 0; c < lg.n_cand; c++) ck_assert(isnan(errors[c]));
+}
+END_TEST
+
+START_TEST(lgreco_families_cover_the_adaptable_codecs)
+{
+    ck_assert_ptr_nonnull(lgreco_family_for("powersgd"));
+    ck_assert_ptr_nonnull(lgreco_family_for("topk"));
+    ck_assert_ptr_nonnull(lgreco_family_for("dgc"));
+    ck_assert_ptr_nonnull(lgreco_family_for("randk"));
+    ck_assert_ptr_nonnull(lgreco_family_for("qsgd"));
+    ck_assert_ptr_null(lgreco_family_for("onebit"));
+    ck_assert_ptr_null(lgreco_family_for("fp16"));
+    ck_assert_ptr_null(lgreco_family_for("none"));
+}
+END_TEST
+
+static Suite *lgreco_family_suite(void)
+{
+    Suite *s = suite_create("lgreco_family");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, lgreco_density_grid_is_geometric_around_the_default);
+    tcase_add_test(tc, lgreco_topk_without_density_adapts_its_default);
+    tcase_add_test(tc, lgreco_topk_k_grid_is_rounded_and_clamped);
+    tcase_add_test(tc, lgreco_rank_and_bits_grids_are_integer_ranges);
+    tcase_add_test(tc, lgreco_topk_error_matches_the_codec);
+    tcase_add_test(tc, lgreco_powersgd_error_is_the_truncation_error);
+    tcase_add_test(tc, lgreco_powersgd_excludes_ranks_that_would_go_dense);
+    tcase_add_test(tc, lgreco_randk_error_is_its_expectation);
+    tcase_add_test(tc, lgreco_qsgd_error_falls_with_bits_and_nan_propagates);
+    tcase_add_test(tc, lgreco_families_cover_the_adaptable_codecs);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(lgreco_family_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    const int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
