@@ -116,8 +116,12 @@ TERSE_API terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size
  * (rows*cols floats); on return it holds the aggregated estimate of the mean gradient over
  * all ranks (or the sum with reduce=sum), bitwise identical on every rank. Collective: every
  * rank calls it with the same layer. The layer's error-feedback state is updated.
+ * With adapt=lgreco, the first call of a step at which a decision is due (every `period`
+ * steps of terse_step_end) first takes the decision: rank 0 measures the candidates and
+ * broadcasts the plan, and every layer's parameter changes from this call on.
  * Errors: TERSE_ERR_ARG (NULL, unknown layer id), TERSE_ERR_MISMATCH (ranks called with
- * different layers, sizes or codecs: every rank gets it, buf and state are unchanged),
+ * different layers, sizes or codecs, or at different L-GreCo plans or steps: every rank gets
+ * it, buf and state are unchanged),
  * TERSE_ERR_NONFINITE (a NaN/Inf on some rank with nonfinite=error: every rank gets it, state
  * unchanged), TERSE_ERR_BACKEND. */
 TERSE_API terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf);
@@ -161,7 +165,8 @@ typedef struct {
     int adapted;              /* 1 if L-GreCo chooses this layer's parameter               */
     uint64_t plan_version;    /* decisions taken so far (communicator-wide)                */
     uint64_t plan_fallbacks;  /* decisions that kept the uniform plan (NaN, infeasible)     */
-    double plan_us;           /* the last decision on this rank, all of it, microseconds   */
+    double plan_us;           /* the last decision on this rank: measure, solve, broadcast
+                                 and apply (not the wait for the ranks to arrive), in us    */
     double plan_measure_us;   /* rank 0: the last decision's error measurement              */
     double plan_solve_us;     /* rank 0: the last decision's dynamic program                */
 } terse_stats_t;
@@ -171,7 +176,8 @@ TERSE_API terse_status_t terse_layer_stats(terse_comm_t *c, int layer, terse_sta
 
 /* ---- State --------------------------------------------------------------------------- */
 
-/* Saves every layer's state (error-feedback buffers, call counters, the step counter) so that
+/* Saves every layer's state (error-feedback buffers, call counters, the step counter, the
+ * L-GreCo plan and its accumulation window) so that
  * a run resumed with terse_state_load continues bit for bit. Each rank writes its own file,
  * "<path>.rank<R>" (R = the rank), atomically: a temporary file, then a rename once every
  * rank has written its own, so no rank is left with a half-written or a newer-than-the-others

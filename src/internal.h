@@ -51,7 +51,8 @@ typedef struct {
     uint64_t version;              /* decisions taken (the plan version in every header)     */
     uint64_t fallbacks;            /* decisions that kept the uniform plan                   */
     int fallback;                  /* the last one did                                       */
-    double last_us;                /* the last decision on this rank, all of it              */
+    double last_us;                /* the last decision on this rank, from the ranks' agreement
+                                      to the plan applied (measure, solve, broadcast, apply)  */
     double measure_us, solve_us;   /* rank 0: its error measurement and its DP              */
     double *msg;                   /* the broadcast plan: 1 + adapted layers                 */
     size_t *choice;

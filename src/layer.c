@@ -99,14 +99,14 @@ terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size_t rows, s
     /* an adapted layer's buffers fit its largest candidate, so that a new plan never
      * allocates (src/lgreco.c) */
     lgreco_layer_t lg;
-    const int adapted = !l.dense && strcmp(l.cfg.adapt.def->name, "lgreco") == 0;
-    if (adapted) {
-        if (!lgreco_family_for(codec->name))
-            return terse_error(TERSE_ERR_ARG,
-                               "terse_layer_add: layer '%s': adapt=lgreco cannot adapt compressor %s; "
-                               "it adapts %s", l.name, codec->name, lgreco_family_names());
-        lgreco_layer_init(&lg, &l.cfg.compressor, l.cfg.adapt.p, rows, cols);
-    }
+    const int wants = !l.dense && strcmp(l.cfg.adapt.def->name, "lgreco") == 0;
+    const lgreco_family_t *family = lgreco_family_for(codec->name);
+    if (wants && !family)
+        return terse_error(TERSE_ERR_ARG,
+                           "terse_layer_add: layer '%s': adapt=lgreco cannot adapt compressor %s; "
+                           "it adapts %s", l.name, codec->name, lgreco_family_names());
+    const int adapted = wants && lgreco_family_applies(family, cprm, rows, cols);
+    if (adapted) lgreco_layer_init(&lg, &l.cfg.compressor, l.cfg.adapt.p, rows, cols);
     l.fingerprint = layer_fingerprint(&l);
     const double *prm = layer_params(&l);
     int n = c->tp.size;

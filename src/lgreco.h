@@ -43,6 +43,10 @@ typedef struct {
 /* The family that adapts codec `name`, or NULL if it has no parameter L-GreCo can adapt. */
 const lgreco_family_t *lgreco_family_for(const char *codec_name);
 
+/* Whether family f adapts a layer of rows x cols with codec parameters p: not DGC's 1-D
+ * layers, which it sends dense with momentum (they stay out of every plan). */
+int lgreco_family_applies(const lgreco_family_t *f, const double *p, size_t rows, size_t cols);
+
 /* The names of the codecs that have a family, for messages: "powersgd, topk, ...". */
 const char *lgreco_family_names(void);
 

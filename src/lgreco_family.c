@@ -5,14 +5,14 @@
  *   topk      density or k   7-point geometric grid lo*d0 .. d0 .. hi*d0   ||A - TopK_k(A)||
  *   dgc       density        the same grid, below 1                       ||A - TopK_k(A)||
  *   randk     density        the same grid                                E||A - RandK_k(A)||
- *   qsgd      bits           integers floor(lo*b0) .. ceil(hi*b0) in 1..8  ||A - Q_b(A)||
+ *   qsgd      bits           integers floor(lo*b0) .. ceil(hi*b0) in 1..8  E||A - Q_b(A)||
  *   powersgd  rank           integers max(1, floor(lo*r0)) .. ceil(hi*r0)  rank-r truncation
  *
  * The sparse errors come from one selection: with the k_max largest magnitudes sorted,
  * ||A - TopK_k(A)||^2 = ||A||^2 - (sum of the k largest squares) for every k at once. DGC
  * selects by a sampled threshold, so its true error is close to, not equal to, TopK's.
- * RandK's error is its expectation: (1 - k/n) ||A||^2, or (n/k - 1) ||A||^2 unbiased. QSGD's
- * is measured by running the codec (the same stochastic stream for every candidate).
+ * RandK's error is its expectation: (1 - k/n) ||A||^2, or (n/k - 1) ||A||^2 unbiased; QSGD's
+ * too, from each bucket's range (see qsgd_errors).
  * PowerSGD's: block power iteration with the largest candidate rank R gives an orthonormal
  * P (rows x R) and Q = A^T P; the squared singular values s_1 >= s_2 >= ... of Q give the
  * error of the best rank-r approximation inside that subspace, sqrt(||A||^2 - s_1 - .. - s_r). */
@@ -40,6 +40,9 @@ struct lgreco_family {
     int (*param)(const double *p);
     /* The exact bytes of one message with parameters p on a rows x cols layer. */
     double (*wire)(const codec_ops_t *codec, const double *p, size_t rows, size_t cols);
+    /* Whether a layer of rows x cols with parameters p has the parameter at all (dgc sends
+     * 1-D layers dense with momentum); NULL: always. */
+    int (*applies)(const double *p, size_t rows, size_t cols);
     /* errors[c] for the candidate parameter vectors prm[c]; TERSE_ERR_NOMEM on failure. */
     terse_status_t (*errors)(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n,
                              size_t rows, size_t cols, const float *A, double *errors);
@@ -175,40 +178,40 @@ static terse_status_t randk_errors(const codec_ops_t *codec, double (*prm)[TERSE
 
 static int qsgd_param(const double *p) { (void)p; return QSGD_BITS; }
 
-/* The codec itself, encode then decode, on one fixed stream: every candidate is measured on
- * the same random numbers. */
+/* The expected error, from each bucket's range: with step s = (hi - lo) / (2^bits - 1) and
+ * an element at fractional position f between two levels, stochastic rounding errs by
+ * s^2 f (1 - f) in expectation and rounding to nearest by s^2 min(f, 1 - f)^2. One pass per
+ * bucket serves every candidate (the bucket size does not change). The buckets start at the
+ * layer's first element; the dense protocol starts them at each owner's chunk, so on more
+ * than one rank a few buckets differ. */
 static terse_status_t qsgd_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n,
                                   size_t rows, size_t cols, const float *A, double *errors)
 {
-    const size_t count = rows * cols;
-    size_t msg_bytes = 1, scratch_bytes = 1;
-    for (size_t c = 0; c < n; c++) {
-        size_t m = codec->max_bytes(prm[c], count), s = codec->scratch_bytes(prm[c], count);
-        msg_bytes = m > msg_bytes ? m : msg_bytes;
-        scratch_bytes = s > scratch_bytes ? s : scratch_bytes;
-    }
-    void *msg = malloc(msg_bytes), *scratch = malloc(scratch_bytes);
-    float *out = malloc((count ? count : 1) * sizeof *out);
-    if (!msg || !scratch || !out) {
-        free(msg), free(scratch), free(out);
-        return terse_error(TERSE_ERR_NOMEM, "lgreco: out of memory for a %zu-byte trial message", msg_bytes);
-    }
-    const codec_ctx_t ctx = {0x6c677265636fULL /* "lgreco" */, 0, rows, cols};
-    for (size_t c = 0; c < n; c++) {
-        size_t bytes = codec->encode(prm[c], &ctx, A, count, msg, scratch);
-        memset(out, 0, count * sizeof *out);
-        if (codec->decode_add(prm[c], msg, bytes, count, out, scratch) != TERSE_OK) {
-            errors[c] = NAN;
-            continue;
+    (void)codec;
+    const size_t count = rows * cols, bucket = (size_t)prm[0][QSGD_BUCKET];
+    const int stochastic = prm[0][QSGD_STOCHASTIC] != 0.0;
+    double sum[LGRECO_MAX_CANDIDATES] = {0};
+    for (size_t b0 = 0; b0 < count; b0 += bucket) {
+        const size_t m = count - b0 < bucket ? count - b0 : bucket;
+        const float *x = A + b0;
+        float lo = x[0], hi = x[0];
+        for (size_t j = 1; j < m; j++) {
+            lo = x[j] < lo ? x[j] : lo;
+            hi = x[j] > hi ? x[j] : hi;
         }
-        double s = 0.0;
-        for (size_t i = 0; i < count; i++) {
-            double d = (double)A[i] - (double)out[i];
-            s += d * d;
+        const double r = (double)hi - (double)lo;
+        if (r == 0.0) continue;
+        for (size_t c = 0; c < n; c++) {
+            const double L = ldexp(1.0, (int)prm[c][QSGD_BITS]) - 1.0, scale = L / r;
+            double e = 0.0;
+            for (size_t j = 0; j < m; j++) {
+                const double q = ((double)x[j] - (double)lo) * scale, f = q - floor(q);
+                e += stochastic ? f * (1.0 - f) : (f < 0.5 ? f * f : (1.0 - f) * (1.0 - f));
+            }
+            sum[c] += e / (scale * scale);
         }
-        errors[c] = sqrt(s);
     }
-    free(msg), free(scratch), free(out);
+    for (size_t c = 0; c < n; c++) errors[c] = sqrt(sum[c]);
     return TERSE_OK;
 }
 
@@ -257,6 +260,37 @@ static void jacobi_eigenvalues(double *S, size_t r, double *ev)
     qsort(ev, r, sizeof *ev, desc_double);
 }
 
+/* P = A Q (A rows x cols, Q cols x R, P rows x R) and Q = A^T P, in float, streaming over A
+ * once with R-wide inner loops. Measurement runs on rank 0 alone, so it needs determinism
+ * (a rerun decides alike) but not the cross-rank bit contract of powersgd.h's products. */
+static void power_mul(const float *restrict A, size_t rows, size_t cols, const float *restrict Q,
+                      size_t R, float *restrict P)
+{
+    for (size_t i = 0; i < rows; i++) {
+        float *restrict p = P + i * R;
+        for (size_t k = 0; k < R; k++) p[k] = 0.0f;
+        const float *restrict a = A + i * cols;
+        for (size_t j = 0; j < cols; j++) {
+            const float x = a[j], *restrict q = Q + j * R;
+            for (size_t k = 0; k < R; k++) p[k] += x * q[k];
+        }
+    }
+}
+
+static void power_mul_t(const float *restrict A, size_t rows, size_t cols, const float *restrict P,
+                        size_t R, float *restrict Q)
+{
+    memset(Q, 0, cols * R * sizeof *Q);
+    for (size_t i = 0; i < rows; i++) {
+        const float *restrict p = P + i * R, *restrict a = A + i * cols;
+        for (size_t j = 0; j < cols; j++) {
+            const float x = a[j];
+            float *restrict q = Q + j * R;
+            for (size_t k = 0; k < R; k++) q[k] += x * p[k];
+        }
+    }
+}
+
 static terse_status_t powersgd_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n,
                                       size_t rows, size_t cols, const float *A, double *errors)
 {
@@ -266,18 +300,17 @@ static terse_status_t powersgd_errors(const codec_ops_t *codec, double (*prm)[TE
         R = r > R ? r : R;
     }
     float *P = malloc((rows * R + 1) * sizeof *P), *Q = malloc((cols * R + 1) * sizeof *Q);
-    double *acc = malloc(powersgd_acc_doubles(R) * sizeof *acc);
     double *S = malloc((R * R + 1) * sizeof *S), *ev = malloc((R + 1) * sizeof *ev);
-    if (!P || !Q || !acc || !S || !ev) {
-        free(P), free(Q), free(acc), free(S), free(ev);
+    if (!P || !Q || !S || !ev) {
+        free(P), free(Q), free(S), free(ev);
         return terse_error(TERSE_ERR_NOMEM, "lgreco: out of memory for rank-%zu factors", R);
     }
     powersgd_random(0x6c677265636fULL, cols, R, Q);
     for (int it = 0; it < LGRECO_POWER_ITERS; it++) {
         powersgd_orthogonalize(Q, cols, R);
-        powersgd_mul(A, rows, cols, Q, R, P, acc);
+        power_mul(A, rows, cols, Q, R, P);
         powersgd_orthogonalize(P, rows, R);
-        powersgd_mul_t(A, rows, cols, P, R, Q, acc);
+        power_mul_t(A, rows, cols, P, R, Q);
     }
     /* S = Q^T Q: its eigenvalues are the squared singular values of P^T A */
     for (size_t i = 0; i < R; i++)
@@ -296,18 +329,18 @@ static terse_status_t powersgd_errors(const codec_ops_t *codec, double (*prm)[TE
         /* a rank the layer cannot compress by min_rate would make it dense */
         if (codec->goes_dense && codec->goes_dense(prm[c], rows, cols)) errors[c] = INFINITY;
     }
-    free(P), free(Q), free(acc), free(S), free(ev);
+    free(P), free(Q), free(S), free(ev);
     return TERSE_OK;
 }
 
 /* ---- the table ----------------------------------------------------------------------------- */
 
 static const lgreco_family_t families[] = {
-    {"powersgd", GRID_INTEGER, 1.0, 1024.0, 0, 1, powersgd_param, powersgd_wire, powersgd_errors},
-    {"topk", GRID_GEOMETRIC, 0.0, 1.0, 1, 0, topk_param, codec_wire, topk_errors},
-    {"dgc", GRID_GEOMETRIC, 0.0, 1.0, 1, 0, dgc_param, dgc_wire, dgc_errors},
-    {"randk", GRID_GEOMETRIC, 0.0, 1.0, 1, 0, randk_param, randk_wire, randk_errors},
-    {"qsgd", GRID_INTEGER, 1.0, 8.0, 0, 1, qsgd_param, codec_wire, qsgd_errors},
+    {"powersgd", GRID_INTEGER, 1.0, 1024.0, 0, 1, powersgd_param, powersgd_wire, NULL, powersgd_errors},
+    {"topk", GRID_GEOMETRIC, 0.0, 1.0, 1, 0, topk_param, codec_wire, NULL, topk_errors},
+    {"dgc", GRID_GEOMETRIC, 0.0, 1.0, 1, 0, dgc_param, dgc_wire, dgc_sparsifies, dgc_errors},
+    {"randk", GRID_GEOMETRIC, 0.0, 1.0, 1, 0, randk_param, randk_wire, NULL, randk_errors},
+    {"qsgd", GRID_INTEGER, 1.0, 8.0, 0, 1, qsgd_param, codec_wire, NULL, qsgd_errors},
 };
 
 const lgreco_family_t *lgreco_family_for(const char *codec_name)
@@ -315,6 +348,11 @@ const lgreco_family_t *lgreco_family_for(const char *codec_name)
     for (size_t i = 0; i < sizeof families / sizeof families[0]; i++)
         if (strcmp(families[i].codec, codec_name) == 0) return &families[i];
     return NULL;
+}
+
+int lgreco_family_applies(const lgreco_family_t *f, const double *p, size_t rows, size_t cols)
+{
+    return !f->applies || f->applies(p, rows, cols);
 }
 
 const char *lgreco_family_names(void) { return "powersgd (rank), topk, dgc, randk (density), qsgd (bits)"; }

@@ -343,6 +343,20 @@ def test_lgreco_solve_reference_example():
     expect_error(Status.ERR_ARG, lambda: terse.lgreco_solve(S, E, budget, 0), "buckets")
 
 
+def test_lgreco_plan_in_stats():
+    cfg = "compressor=topk:density=0.1; feedback=ef; min_size=0; adapt=lgreco:period=2,window=1"
+    with terse.Comm(cfg) as c:
+        for call in range(3):
+            c.allreduce(gradient(RANK, call, (30, 40), seed=9), "w")
+            c.step_end()
+        st = c.stats("w")
+        expect(st["adapted"] and st["plan_version"] == 1 and st["plan_us"] > 0,
+               f"one L-GreCo decision reported, got {st}")
+        expect(st["codec"].startswith("topk:density="), f"the density in force, got {st['codec']}")
+        expect(len(set(WORLD.allgather(st["codec"]))) == 1, "the same plan on every rank")
+    expect_error(Status.ERR_ARG, lambda: terse.Comm("compressor=onebit; adapt=lgreco"), "cannot adapt")
+
+
 def test_torch_tensors():
     if torch is None:
         if RANK == 0:

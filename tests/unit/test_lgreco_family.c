@@ -207,6 +207,35 @@ START_TEST(lgreco_qsgd_error_falls_with_bits_and_nan_propagates)
 }
 END_TEST
 
+/* Rounding to nearest is deterministic: the expected error is the codec's error. */
+START_TEST(lgreco_qsgd_nearest_error_matches_the_codec)
+{
+    enum { N = 3000 };
+    terse_config_t cfg;
+    lgreco_layer_t lg;
+    layer("compressor=qsgd:bits=4,bucket=100,stochastic=0", N, 1, &cfg, &lg, NULL);
+    static float A[N], out[N];
+    static unsigned char msg[2 * N + 8 * N];
+    uint64_t seed = 5;
+    for (size_t i = 0; i < N; i++) A[i] = rng_float(&seed) * (float)(1 + i % 13);
+    double sizes[LGRECO_MAX_CANDIDATES], errors[LGRECO_MAX_CANDIDATES];
+    ck_assert_int_eq(lgreco_measure(&lg, &codec_qsgd_ops, cfg.compressor.p, N, 1, A, sizes, errors), TERSE_OK);
+    for (size_t c = 0; c < lg.n_cand; c++) {
+        double prm[TERSE_MAX_PARAMS];
+        lgreco_candidate_params(&lg, cfg.compressor.p, c, prm);
+        const codec_ctx_t ctx = {1, 0, N, 1};
+        size_t bytes = codec_qsgd_ops.encode(prm, &ctx, A, N, msg, NULL);
+        ck_assert(sizes[c] == (double)bytes);
+        memset(out, 0, sizeof out);
+        ck_assert_int_eq(codec_qsgd_ops.decode_add(prm, msg, bytes, N, out, NULL), TERSE_OK);
+        double e = 0;
+        for (size_t i = 0; i < N; i++) e += ((double)A[i] - out[i]) * ((double)A[i] - out[i]);
+        ck_assert_msg(fabs(errors[c] - sqrt(e)) < 1e-4 * sqrt(e), "bits %g: %g vs codec %g", lg.cand[c],
+                      errors[c], sqrt(e));
+    }
+}
+END_TEST
+
 START_TEST(lgreco_families_cover_the_adaptable_codecs)
 {
     ck_assert_ptr_nonnull(lgreco_family_for("powersgd"));
@@ -233,6 +262,7 @@ static Suite *lgreco_family_suite(void)
     tcase_add_test(tc, lgreco_powersgd_excludes_ranks_that_would_go_dense);
     tcase_add_test(tc, lgreco_randk_error_is_its_expectation);
     tcase_add_test(tc, lgreco_qsgd_error_falls_with_bits_and_nan_propagates);
+    tcase_add_test(tc, lgreco_qsgd_nearest_error_matches_the_codec);
     tcase_add_test(tc, lgreco_families_cover_the_adaptable_codecs);
     suite_add_tcase(s, tc);
     return s;
