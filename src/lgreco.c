@@ -181,22 +181,33 @@ done:
     return fallback;
 }
 
+static void describe_record(const uint64_t *h, char *out, size_t len)
+{
+    if (h[0] == PLAN_MAGIC)
+        snprintf(out, len, "is deciding at step %llu with plan %llu and %llu layers",
+                 (unsigned long long)h[1], (unsigned long long)h[2], (unsigned long long)h[3]);
+    else
+        snprintf(out, len, "is in a plain allreduce (not at a decision step)");
+}
+
 /* Checks that every rank is at the same decision: one allgather of a header-sized record. */
 static terse_status_t agree_on_decision(terse_comm_t *c, size_t n_adapted)
 {
     uint64_t rec[HDR_WORDS] = {PLAN_MAGIC, c->step, c->lg.version, c->n_layers, n_adapted, 0, 0};
     TERSE_CHECK(c->tp.ops->allgather(&c->tp, rec, sizeof rec, c->headers));
-    for (int r = 0; r < c->tp.size; r++) {
-        const uint64_t *h = c->headers + (size_t)r * HDR_WORDS;
-        if (memcmp(h, rec, sizeof rec) == 0) continue;
-        const uint64_t *h0 = c->headers;
-        return terse_error(TERSE_ERR_MISMATCH,
-                           "L-GreCo decision: rank 0 is at step %llu with plan %llu and %llu layers, "
-                           "rank %d %s; every rank must call terse_step_end and terse_layer_add alike",
-                           (unsigned long long)h0[1], (unsigned long long)h0[2], (unsigned long long)h0[3],
-                           r, h[0] == PLAN_MAGIC ? "differs" : "is not deciding (it called a plain allreduce)");
-    }
-    return TERSE_OK;
+    int bad = 0;
+    for (int r = 0; r < c->tp.size; r++) bad |= memcmp(c->headers + (size_t)r * HDR_WORDS, rec, sizeof rec) != 0;
+    if (!bad) return TERSE_OK;
+    /* every rank sees the same table: describe rank 0 and the first rank unlike it */
+    const uint64_t *h0 = c->headers;
+    int q = 1;
+    while (q < c->tp.size && memcmp(c->headers + (size_t)q * HDR_WORDS, h0, sizeof rec) == 0) q++;
+    char a[128], b[128];
+    describe_record(h0, a, sizeof a);
+    describe_record(c->headers + (size_t)(q < c->tp.size ? q : 0) * HDR_WORDS, b, sizeof b);
+    return terse_error(TERSE_ERR_MISMATCH,
+                       "L-GreCo decision: rank 0 %s, rank %d %s; every rank must call "
+                       "terse_step_end and terse_layer_add alike", a, q, b);
 }
 
 terse_status_t lgreco_maybe_decide(terse_comm_t *c)
