@@ -133,7 +133,7 @@ def train(name, config):
             measure_times.append(first["plan_measure_us"] + first["plan_solve_us"])
             for ln, s in stats.items():
                 if s["adapted"]:
-                    choices.append((name, step, ln, "x".join(map(str, comm_shape(s))), s["codec"]))
+                    choices.append((name, step, ln, "x".join(map(str, s["shape"])), s["codec"]))
         if (step + 1) % args.log_every == 0:
             curves.append((name, step + 1, loss_sum / args.log_every, wire))
             loss_sum = 0.0
@@ -167,16 +167,7 @@ def train(name, config):
     return row, curves, choices
 
 
-_shapes = {}
-
-
-def comm_shape(s):
-    return _shapes.get(s["name"], (s["count"],))
-
-
 def main():
-    for n, p in make_model().named_parameters():
-        _shapes[n.replace(".", "_")] = tuple(p.shape)
     runs = [("dense", "compressor=none")]
     extra = ("," + args.lgreco) if args.lgreco else ""
     for codec in args.codecs.split(","):

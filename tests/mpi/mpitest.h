@@ -7,7 +7,9 @@
 #include <mpi.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int mpitest_pass, mpitest_fail;
 
@@ -24,6 +26,13 @@ static int mpitest_pass, mpitest_fail;
             fprintf(stderr, "\n");                                                          \
         }                                                                                   \
     } while (0)
+
+static inline int mpitest_rank(void)
+{
+    int r;
+    MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    return r;
+}
 
 static inline uint64_t mpitest_hash(const void *data, size_t n)
 {
@@ -48,6 +57,26 @@ static inline int mpitest_same_on_all(uint64_t v)
     MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
     MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
     return lo == hi;
+}
+
+/* Makes a fresh directory /tmp/terse-<name>-<random> on rank 0 and gives its path to every
+ * rank in dir; dir is "" if it could not be made. */
+static inline void mpitest_tmpdir(const char *name, char dir[64])
+{
+    snprintf(dir, 64, "/tmp/terse-%s-XXXXXX", name);
+    if (mpitest_rank() == 0 && !mkdtemp(dir)) dir[0] = '\0';
+    MPI_Bcast(dir, 64, MPI_CHAR, 0, MPI_COMM_WORLD);
+}
+
+/* Removes every rank's checkpoint "<path>.rank<R>" of terse_state_save, then the directory
+ * dir that held it. Collective. */
+static inline void mpitest_tmpdir_remove(const char *dir, const char *path)
+{
+    char f[192];
+    snprintf(f, sizeof f, "%s.rank%d", path, mpitest_rank());
+    unlink(f);
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (mpitest_rank() == 0 && dir[0]) rmdir(dir);
 }
 
 static inline int mpitest_finish(const char *name)

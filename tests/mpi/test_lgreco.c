@@ -203,9 +203,8 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks_);
-    char dir[64] = "/tmp/terse-lgreco-XXXXXX", path[128];
-    if (rank_ == 0 && !mkdtemp(dir)) dir[0] = '\0';
-    MPI_Bcast(dir, sizeof dir, MPI_CHAR, 0, MPI_COMM_WORLD);
+    char dir[64], path[128];
+    mpitest_tmpdir("lgreco", dir);
     snprintf(path, sizeof path, "%s/ckpt", dir);
 
     plan_follows_errors();
@@ -216,15 +215,7 @@ int main(int argc, char **argv)
     configuration_errors();
     disagreement_fails_everywhere();
 
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (rank_ == 0) {
-        char f[160];
-        for (int r = 0; r < nranks_; r++) {
-            snprintf(f, sizeof f, "%s.rank%d", path, r);
-            unlink(f);
-        }
-        rmdir(dir);
-    }
+    mpitest_tmpdir_remove(dir, path);
     int rc = mpitest_finish("lgreco");
     MPI_Finalize();
     return rc;

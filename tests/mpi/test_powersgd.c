@@ -373,9 +373,8 @@ int main(int argc, char **argv)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 4);
 
-    char dir[64] = "/tmp/terse-powersgd-XXXXXX", path[128];
-    if (rank_ == 0 && !mkdtemp(dir)) dir[0] = '\0';
-    MPI_Bcast(dir, sizeof dir, MPI_CHAR, 0, MPI_COMM_WORLD);
+    char dir[64], path[128];
+    mpitest_tmpdir("powersgd", dir);
     snprintf(path, sizeof path, "%s/ckpt", dir);
     run_resume(path);
     run_abandoned();
@@ -383,15 +382,7 @@ int main(int argc, char **argv)
     run_zero(0, 1);
     run_zero(1, 0);
 
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (rank_ == 0) {
-        char f[160];
-        for (int r = 0; r < nranks_; r++) {
-            snprintf(f, sizeof f, "%s.rank%d", path, r);
-            unlink(f);
-        }
-        rmdir(dir);
-    }
+    mpitest_tmpdir_remove(dir, path);
     int rc = mpitest_finish("test_powersgd");
     MPI_Finalize();
     return rc;
