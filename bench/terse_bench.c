@@ -39,9 +39,25 @@ typedef struct {
     size_t bytes, count;
     char codec[160];
     double time_us, wire, ratio, sent, relerr, comp_us, comm_us, decomp_us;
+    double inter;       /* bytes all ranks together addressed to other nodes, per call (-1: unknown) */
+    int hier_nodes;     /* the node count under the hierarchical protocol, 0 flat                   */
 } row_t;
 
 static int rank_, nranks_;
+static int nodes_;      /* nodes (hosts) the ranks run on, from MPI's shared-memory split */
+
+/* How many nodes the ranks span: the number of ranks that lead a shared-memory group. */
+static int count_nodes(void)
+{
+    MPI_Comm node;
+    int local = 0, leaders = 0;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &local);
+    MPI_Comm_free(&node);
+    int lead = local == 0;
+    MPI_Allreduce(&lead, &leaders, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    return leaders;
+}
 
 static void usage(FILE *f)
 {
@@ -202,6 +218,7 @@ static void print_header(const opts_t *o, const char *cfg)
     printf("# terse-bench %u.%u.%u, %d ranks, iters %d, warmup %d\n", terse_version() / 10000,
            terse_version() / 100 % 100, terse_version() % 100, nranks_, o->iters, o->warmup);
     printf("# configuration: %s\n", cfg);
+    printf("# nodes: %d (%d ranks)\n", nodes_, nranks_);
     printf("# time: slowest rank's mean per call; busbw = algbw * 2(n-1)/n; wire: this rank's "
            "message; sent: bytes this rank handed to the transport per call\n");
     printf("# %12s %10s %5s %-24s %11s %11s %11s %12s %8s %12s %10s %12s %10s %14s\n", "size(B)",
@@ -220,6 +237,10 @@ static void print_row(const row_t *r)
     printf("  %12zu %10zu %5s %-24s %11.1f %11.4f %11.4f %12.0f %8.2f %12.0f %10s %12.1f %10.1f %14.1f\n",
            r->bytes, r->count, "float", r->codec, r->time_us, algbw, busbw, r->wire, r->ratio,
            r->sent, rel, r->comp_us, r->comm_us, r->decomp_us);
+    if (nodes_ > 1 && r->inter >= 0)
+        printf("# %s: %s; inter-node bytes per call, all ranks: %.0f (%.0f per node)\n", r->codec,
+               r->hier_nodes ? "hierarchical (dense inside nodes, compressed among leaders)" : "flat",
+               r->inter, r->inter / nodes_);
     fflush(stdout);
 }
 
@@ -234,8 +255,11 @@ static void json_row(FILE *f, const row_t *r, int first)
             algbw * 2.0 * (nranks_ - 1) / nranks_, r->wire, r->ratio, r->sent);
     if (isnan(r->relerr)) fprintf(f, "null");
     else fprintf(f, "%.6e", r->relerr);
-    fprintf(f, ", \"compress_us\": %.3f, \"comm_us\": %.3f, \"decompress_us\": %.3f}", r->comp_us,
-            r->comm_us, r->decomp_us);
+    fprintf(f, ", \"compress_us\": %.3f, \"comm_us\": %.3f, \"decompress_us\": %.3f, \"nodes\": %d, "
+               "\"hier_nodes\": %d, \"inter_node_bytes\": ", r->comp_us, r->comm_us, r->decomp_us, nodes_,
+            r->hier_nodes);
+    if (r->inter < 0) fprintf(f, "null}");
+    else fprintf(f, "%.0f}", r->inter);
 }
 
 /* Dense MPI_Allreduce of the same data: the baseline row. */
@@ -267,6 +291,7 @@ static int run_dense(const opts_t *o, float *const *grad, float *const *buf, con
     row->wire = (double)total * 4;
     row->ratio = 1;
     row->sent = 2.0 * (nranks_ - 1) / nranks_ * (double)total * 4; /* a ring allreduce's */
+    row->inter = -1; /* MPI's algorithm decides what crosses nodes */
     row->relerr = o->check ? relerr_of((const float *const *)buf, grad, counts, n_layers, sum) : NAN;
     return 0;
 }
@@ -312,7 +337,8 @@ static int run_terse(const opts_t *o, const char *cfg, const bench_shape_t *shap
         }
     }
     int ok = 1;
-    double t = 0, comp = 0, commt = 0, decomp = 0, wire = 0, sent = 0, relerr = NAN;
+    double t = 0, comp = 0, commt = 0, decomp = 0, wire = 0, sent = 0, inter = 0, relerr = NAN;
+    int hier_nodes = 0;
     for (int it = -o->warmup - (o->check ? 1 : 0); it < o->iters; it++) {
         for (size_t l = 0; l < n_layers; l++) memcpy(buf[l], grad[l], counts[l] * sizeof(float));
         MPI_Barrier(MPI_COMM_WORLD);
@@ -341,6 +367,8 @@ static int run_terse(const opts_t *o, const char *cfg, const bench_shape_t *shap
             decomp += st.decompress_us;
             wire += (double)st.wire_bytes;
             sent += (double)st.sent_bytes;
+            inter += (double)st.sent_inter_bytes;
+            hier_nodes = st.hier_nodes;
         }
         if (o->check && it == o->iters - 1)
             ok &= hashes_agree(hash_floats((const float *const *)buf, counts, n_layers), "last result");
@@ -369,6 +397,9 @@ static int run_terse(const opts_t *o, const char *cfg, const bench_shape_t *shap
     row->ratio = row->wire > 0 ? (double)row->bytes / row->wire : 0;
     row->sent = sent / o->iters;
     row->relerr = relerr;
+    MPI_Allreduce(MPI_IN_PLACE, &inter, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    row->inter = inter / o->iters;
+    row->hier_nodes = hier_nodes;
     terse_comm_destroy(comm);
     free(ids);
     int all_ok = ok;
@@ -462,6 +493,7 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks_);
+    nodes_ = count_nodes();
     char cfg[1024];
     if ((rc = build_config(&o, cfg, sizeof cfg)) != 0) {
         MPI_Finalize();

@@ -1,6 +1,5 @@
 /* The transport interface: the few collectives the aggregation protocols need, on bytes.
- * A transport is a table of functions (MPI here; NCCL and hierarchical later) plus its
- * handle. Every call is collective over the transport's ranks. Counts and displacements
+ * A transport is a table of functions (MPI here; NCCL later) plus its handle. Every call is collective over the transport's ranks. Counts and displacements
  * are per rank, in bytes. */
 #ifndef TERSE_TRANSPORT_H
 #define TERSE_TRANSPORT_H
@@ -36,6 +35,25 @@ struct transport {
     /* Bytes this rank has handed to the transport for other ranks, for statistics: an
      * allgather of b bytes counts b * (size - 1), an alltoallv the bytes addressed to others. */
     uint64_t sent_bytes;
+    /* The part of sent_bytes addressed to ranks on other nodes (hosts): the bytes that cross
+     * the network. node_of[r] is rank r's node; NULL means every rank shares this rank's node. */
+    uint64_t sent_inter_bytes;
+    const int *node_of;
+    int remote_peers;   /* ranks of this transport on another node than this rank */
 };
+
+/* Sets the node of every rank (node_of: size entries, kept by the caller; NULL: one node). */
+static inline void transport_set_nodes(transport_t *t, const int *node_of)
+{
+    t->node_of = node_of;
+    t->remote_peers = 0;
+    for (int r = 0; node_of && r < t->size; r++) t->remote_peers += node_of[r] != node_of[t->rank];
+}
+
+/* Whether rank r is on another node than this rank. */
+static inline int transport_is_remote(const transport_t *t, int r)
+{
+    return t->node_of && t->node_of[r] != t->node_of[t->rank];
+}
 
 #endif

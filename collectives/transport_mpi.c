@@ -40,6 +40,7 @@ static terse_status_t mpi_allgather(transport_t *t, const void *send, size_t byt
     int rc = MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, m->comm);
     if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Allgather");
     t->sent_bytes += (uint64_t)bytes * (uint64_t)(t->size - 1);
+    t->sent_inter_bytes += (uint64_t)bytes * (uint64_t)t->remote_peers;
     return TERSE_OK;
 }
 
@@ -54,6 +55,7 @@ static terse_status_t mpi_allgatherv(transport_t *t, const void *send, void *rec
     int rc = MPI_Allgatherv(sb, c[t->rank], MPI_BYTE, recv, c, d, MPI_BYTE, m->comm);
     if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Allgatherv");
     t->sent_bytes += (uint64_t)counts[t->rank] * (uint64_t)(t->size - 1);
+    t->sent_inter_bytes += (uint64_t)counts[t->rank] * (uint64_t)t->remote_peers;
     return TERSE_OK;
 }
 
@@ -70,8 +72,10 @@ static terse_status_t mpi_alltoallv(transport_t *t, const void *send, const size
     TERSE_CHECK(to_ints(t, rdispls, rd));
     int rc = MPI_Alltoallv(send, sc, sd, MPI_BYTE, recv, rc_, rd, MPI_BYTE, m->comm);
     if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Alltoallv");
-    for (int r = 0; r < n; r++)
+    for (int r = 0; r < n; r++) {
         if (r != t->rank) t->sent_bytes += scounts[r];
+        if (transport_is_remote(t, r)) t->sent_inter_bytes += scounts[r];
+    }
     return TERSE_OK;
 }
 
@@ -82,7 +86,10 @@ static terse_status_t mpi_bcast(transport_t *t, void *buf, size_t bytes, int roo
         return terse_error(TERSE_ERR_UNSUPPORTED, "broadcast of %zu bytes exceeds MPI's int count", bytes);
     int rc = MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, m->comm);
     if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Bcast");
-    if (t->rank == root) t->sent_bytes += (uint64_t)bytes * (uint64_t)(t->size - 1);
+    if (t->rank == root) {
+        t->sent_bytes += (uint64_t)bytes * (uint64_t)(t->size - 1);
+        t->sent_inter_bytes += (uint64_t)bytes * (uint64_t)t->remote_peers;
+    }
     return TERSE_OK;
 }
 
@@ -123,7 +130,8 @@ terse_status_t transport_mpi_create(MPI_Comm comm, transport_t *t)
     }
     t->ops = &mpi_ops;
     t->impl = m;
-    t->sent_bytes = 0;
+    t->sent_bytes = t->sent_inter_bytes = 0;
+    transport_set_nodes(t, NULL);
     return TERSE_OK;
 }
 

@@ -169,6 +169,11 @@ typedef struct {
                                  and apply (not the wait for the ranks to arrive), in us    */
     double plan_measure_us;   /* rank 0: the last decision's error measurement              */
     double plan_solve_us;     /* rank 0: the last decision's dynamic program                */
+    /* Node grouping (hier=..., docs/architecture.md)                                      */
+    size_t sent_inter_bytes;  /* last call: the part of sent_bytes addressed to ranks on
+                                 other nodes (hosts), the bytes that cross the network      */
+    int hier_nodes;           /* the node count when the hierarchical protocol is in force
+                                 (node-local dense reduce, compressed among leaders); 0 flat */
 } terse_stats_t;
 
 /* Copies the statistics of one layer into *out. */

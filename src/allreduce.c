@@ -7,7 +7,8 @@
  *
  * Nothing that a rank keeps (feedback state, call counters) changes before the header
  * exchange has shown that every rank can complete the call, so a mismatch or a non-finite
- * gradient leaves every rank's state exactly as it was. */
+ * gradient leaves every rank's state exactly as it was. The hierarchical protocol
+ * (src/allreduce_hier.c) runs the same steps among node leaders. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,7 +25,7 @@ double engine_now_us(void)
     return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
 }
 
-static int has_nonfinite(const float *v, size_t n)
+int engine_has_nonfinite(const float *v, size_t n)
 {
     /* exponent all ones: Inf or NaN; OR-reduce so the loop vectorises */
     uint32_t bad = 0;
@@ -94,6 +95,132 @@ static terse_status_t check_layer(terse_comm_t *c, int layer, const char *fn)
     return TERSE_OK;
 }
 
+terse_status_t engine_agree(terse_comm_t *c, int layer, float *buf, uint64_t flags, uint64_t wire,
+                            int *skip)
+{
+    layer_t *l = &c->layers[layer];
+    transport_t *tp = &c->tp;
+    *skip = 0;
+    uint64_t hdr[HDR_WORDS];
+    hdr[HDR_MAGIC] = HEADER_MAGIC;
+    hdr[HDR_LAYER] = (uint64_t)(int64_t)layer;
+    hdr[HDR_COUNT] = l->count;
+    hdr[HDR_FINGERPRINT] = l->fingerprint;
+    hdr[HDR_CALL] = l->calls;
+    hdr[HDR_PLAN] = c->lg.version;
+    hdr[HDR_FLAGS] = flags;
+    hdr[HDR_WIRE] = wire;
+    TERSE_CHECK(tp->ops->allgather(tp, hdr, sizeof hdr, c->headers));
+    TERSE_CHECK(headers_agree(c, hdr));
+    for (int r = 0; r < tp->size; r++) {
+        if (!(c->headers[(size_t)r * HDR_WORDS + HDR_FLAGS] & HDR_FLAG_NONFINITE)) continue;
+        if (l->cfg.nonfinite == CONFIG_NONFINITE_SKIP) {
+            memset(buf, 0, l->count * sizeof *buf);
+            l->skipped++;
+            *skip = 1;
+            return TERSE_OK;
+        }
+        return terse_error(TERSE_ERR_NONFINITE,
+                           "layer %d ('%s'): rank %d's gradient holds a NaN or Inf; the call was "
+                           "abandoned on every rank and the state is unchanged (nonfinite=skip "
+                           "skips such steps instead)", layer, l->name, r);
+    }
+    return TERSE_OK;
+}
+
+void engine_call_init(proto_call_t *call, terse_comm_t *c, int layer, transport_t *tp,
+                      const float *p, int uncompressed)
+{
+    layer_t *l = &c->layers[layer];
+    memset(call, 0, sizeof *call);
+    call->tp = tp;
+    call->codec = uncompressed ? &codec_none_ops : l->codec;
+    call->prm = uncompressed ? layer_no_params : layer_params(l);
+    call->count = l->count;
+    call->rows = l->rows;
+    call->cols = l->cols;
+    call->layer = layer;
+    call->calls = l->calls;
+    call->step = c->step;
+    call->state = uncompressed || !l->proto_floats ? NULL : l->state + l->fb_floats;
+    call->in = p;
+    call->delta = l->dense ? NULL : l->delta;
+    call->out = l->agg;
+    call->mean = l->cfg.reduce == CONFIG_REDUCE_MEAN;
+    call->ws = uncompressed ? l->ws_dense : l->ws;
+    call->scratch = l->scratch;
+    call->bad_rank = -1;
+}
+
+terse_status_t engine_exchange_decode(const protocol_ops_t *proto, proto_call_t *call, double *t_exchanged)
+{
+    terse_status_t s = proto->exchange(call);
+    *t_exchanged = engine_now_us();
+    if (s == TERSE_OK) s = proto->decode(call);
+    if (s == TERSE_ERR_MISMATCH && call->bad_rank >= 0)
+        return terse_error(TERSE_ERR_MISMATCH,
+                           "layer %d: the message from rank %d is malformed (size or indices out "
+                           "of range); it was rejected and the state is unchanged", call->layer,
+                           call->bad_rank);
+    return s;
+}
+
+void engine_record(layer_t *l, size_t wire, uint64_t sent, uint64_t inter, const double t[4])
+{
+    l->calls++;
+    l->last.wire_bytes = wire;
+    l->last.sent_bytes = (size_t)sent;
+    l->last.sent_inter_bytes = (size_t)inter;
+    l->total_sent += sent;
+    l->last.compress_us = t[1] - t[0];
+    l->last.comm_us = t[2] - t[1];
+    l->last.decompress_us = t[3] - t[2];
+}
+
+/* The flat protocol: every rank takes part in the compressed exchange. */
+static terse_status_t flat_allreduce(terse_comm_t *c, int layer, float *buf)
+{
+    layer_t *l = &c->layers[layer];
+    const size_t n = l->count;
+    transport_t *tp = &c->tp;
+    const uint64_t sent0 = tp->sent_bytes, inter0 = tp->sent_inter_bytes;
+    double t[4];
+    t[0] = engine_now_us();
+
+    int nonfinite = l->cfg.nonfinite != CONFIG_NONFINITE_PASS && n > 0 && engine_has_nonfinite(buf, n);
+    int uncompressed = 0;
+    const float *p = buf;
+    const feedback_ctx_t fctx = {l->cfg.feedback.p, l->calls, tp->rank, tp->size};
+    if (!l->dense) {
+        uncompressed = l->fb->prepare(&fctx, l->state, buf, l->p, n);
+        p = l->p;
+    }
+    proto_call_t call;
+    engine_call_init(&call, c, layer, tp, p, uncompressed);
+    const protocol_ops_t *proto = uncompressed ? &protocol_dense : l->proto;
+    if (!nonfinite) TERSE_CHECK(proto->encode(&call));
+    t[1] = engine_now_us();
+
+    int skip;
+    uint64_t flags = (nonfinite ? HDR_FLAG_NONFINITE : 0) | (uncompressed ? HDR_FLAG_UNCOMPRESSED : 0);
+    TERSE_CHECK(engine_agree(c, layer, buf, flags, call.wire_bytes, &skip));
+    if (skip) return TERSE_OK;
+    /* the peers' announced sizes, gathered into one column for the protocol */
+    uint64_t *peer = c->headers; /* reuse: header rows are no longer needed */
+    for (int r = 0; r < tp->size; r++) peer[r] = c->headers[(size_t)r * HDR_WORDS + HDR_WIRE];
+    call.peer_bytes = peer;
+    TERSE_CHECK(engine_exchange_decode(proto, &call, &t[2]));
+
+    if (l->dense)
+        memcpy(buf, l->agg, n * sizeof *buf);
+    else
+        l->fb->update(&fctx, l->state, buf, p, l->delta, l->agg, buf, n);
+    if (l->lg) lgreco_observe(&c->lg, l, c->step, p);
+    t[3] = engine_now_us();
+    engine_record(l, call.wire_bytes, tp->sent_bytes - sent0, tp->sent_inter_bytes - inter0, t);
+    return TERSE_OK;
+}
+
 terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf)
 {
     terse_error_clear();
@@ -103,93 +230,7 @@ terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf)
         return terse_error(TERSE_ERR_ARG, "terse_allreduce: buf is NULL for layer %d of %zu elements",
                            layer, l->count);
     TERSE_CHECK(lgreco_maybe_decide(c));
-    const size_t n = l->count;
-    transport_t *tp = &c->tp;
-    const uint64_t sent0 = tp->sent_bytes;
-    const double t0 = engine_now_us();
-
-    int nonfinite = l->cfg.nonfinite != CONFIG_NONFINITE_PASS && n > 0 && has_nonfinite(buf, n);
-    int uncompressed = 0;
-    const float *p = buf;
-    const feedback_ctx_t fctx = {l->cfg.feedback.p, l->calls, tp->rank, tp->size};
-    if (!l->dense) {
-        uncompressed = l->fb->prepare(&fctx, l->state, buf, l->p, n);
-        p = l->p;
-    }
-    proto_call_t call;
-    memset(&call, 0, sizeof call);
-    call.tp = tp;
-    call.codec = uncompressed ? &codec_none_ops : l->codec;
-    call.prm = uncompressed ? layer_no_params : layer_params(l);
-    call.count = n;
-    call.rows = l->rows;
-    call.cols = l->cols;
-    call.layer = layer;
-    call.calls = l->calls;
-    call.step = c->step;
-    call.state = uncompressed || !l->proto_floats ? NULL : l->state + l->fb_floats;
-    call.in = p;
-    call.delta = l->dense ? NULL : l->delta;
-    call.out = l->agg;
-    call.mean = l->cfg.reduce == CONFIG_REDUCE_MEAN;
-    call.ws = uncompressed ? l->ws_dense : l->ws;
-    call.scratch = l->scratch;
-    call.bad_rank = -1;
-    const protocol_ops_t *proto = uncompressed ? &protocol_dense : l->proto;
-    if (!nonfinite) TERSE_CHECK(proto->encode(&call));
-    const double t1 = engine_now_us();
-
-    uint64_t hdr[HDR_WORDS];
-    hdr[HDR_MAGIC] = HEADER_MAGIC;
-    hdr[HDR_LAYER] = (uint64_t)(int64_t)layer;
-    hdr[HDR_COUNT] = n;
-    hdr[HDR_FINGERPRINT] = l->fingerprint;
-    hdr[HDR_CALL] = l->calls;
-    hdr[HDR_PLAN] = c->lg.version;
-    hdr[HDR_FLAGS] = (nonfinite ? HDR_FLAG_NONFINITE : 0) | (uncompressed ? HDR_FLAG_UNCOMPRESSED : 0);
-    hdr[HDR_WIRE] = call.wire_bytes;
-    TERSE_CHECK(tp->ops->allgather(tp, hdr, sizeof hdr, c->headers));
-    TERSE_CHECK(headers_agree(c, hdr));
-    for (int r = 0; r < tp->size; r++) {
-        if (!(c->headers[(size_t)r * HDR_WORDS + HDR_FLAGS] & HDR_FLAG_NONFINITE)) continue;
-        if (l->cfg.nonfinite == CONFIG_NONFINITE_SKIP) {
-            memset(buf, 0, n * sizeof *buf);
-            l->skipped++;
-            return TERSE_OK;
-        }
-        return terse_error(TERSE_ERR_NONFINITE,
-                           "layer %d ('%s'): rank %d's gradient holds a NaN or Inf; the call was "
-                           "abandoned on every rank and the state is unchanged (nonfinite=skip "
-                           "skips such steps instead)", layer, l->name, r);
-    }
-    /* the peers' announced sizes, gathered into one column for the protocol */
-    uint64_t *peer = c->headers; /* reuse: header rows are no longer needed */
-    for (int r = 0; r < tp->size; r++) peer[r] = c->headers[(size_t)r * HDR_WORDS + HDR_WIRE];
-    call.peer_bytes = peer;
-    terse_status_t s = proto->exchange(&call);
-    const double t2 = engine_now_us();
-    if (s == TERSE_OK) s = proto->decode(&call);
-    if (s == TERSE_ERR_MISMATCH && call.bad_rank >= 0)
-        return terse_error(TERSE_ERR_MISMATCH,
-                           "layer %d: the message from rank %d is malformed (size or indices out "
-                           "of range); it was rejected and the state is unchanged", layer, call.bad_rank);
-    if (s != TERSE_OK) return s;
-
-    if (l->dense)
-        memcpy(buf, l->agg, n * sizeof *buf);
-    else
-        l->fb->update(&fctx, l->state, buf, p, l->delta, l->agg, buf, n);
-    if (l->lg) lgreco_observe(&c->lg, l, c->step, p);
-    const double t3 = engine_now_us();
-
-    l->calls++;
-    l->last.wire_bytes = call.wire_bytes;
-    l->last.sent_bytes = (size_t)(tp->sent_bytes - sent0);
-    l->total_sent += tp->sent_bytes - sent0;
-    l->last.compress_us = t1 - t0;
-    l->last.comm_us = t2 - t1;
-    l->last.decompress_us = t3 - t2;
-    return TERSE_OK;
+    return c->hier.on ? hier_allreduce(c, layer, buf) : flat_allreduce(c, layer, buf);
 }
 
 terse_status_t terse_allreduce_many(terse_comm_t *c, int n, const int *layers, float *const *bufs)
@@ -255,6 +296,7 @@ terse_status_t terse_layer_stats(terse_comm_t *c, int layer, terse_stats_t *out)
     s.step = c->step;
     s.total_sent_bytes = l->total_sent;
     s.dense = l->dense;
+    s.hier_nodes = l->hier_nodes;
     s.adapted = l->lg != NULL;
     if (c->lg.on) {
         s.plan_version = c->lg.version;

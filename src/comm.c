@@ -40,6 +40,14 @@ static terse_status_t comm_create(MPI_Comm comm, const terse_config_t *cfg, int 
         free(c);
         return terse_error(TERSE_ERR_NOMEM, "communicator: out of memory");
     }
+    s = hier_setup(c);
+    if (s != TERSE_OK) {
+        hier_destroy(c);
+        free(c->headers);
+        c->tp.ops->destroy(&c->tp);
+        free(c);
+        return s;
+    }
     c->owns_mpi = owns_mpi;
     *out = c;
     return TERSE_OK;
@@ -125,6 +133,8 @@ void layer_free(layer_t *l)
     free(l->ws);
     free(l->scratch);
     free(l->ws_dense);
+    free(l->node_sum);
+    free(l->ws_node);
     if (l->lg) free(l->lg->acc);
     free(l->lg);
     memset(l, 0, sizeof *l);
@@ -139,6 +149,7 @@ terse_status_t terse_comm_destroy(terse_comm_t *c)
     free(c->headers);
     free(c->lg.msg);
     free(c->lg.choice);
+    hier_destroy(c);
     c->tp.ops->destroy(&c->tp);
     int owns = c->owns_mpi;
     free(c);

@@ -374,10 +374,6 @@ terse_status_t config_check_supported(const terse_config_t *cfg)
         return terse_error(TERSE_ERR_UNSUPPORTED,
                            "threads=%d: worker threads are not built in this version; use threads=1",
                            cfg->threads);
-    if (cfg->hier == CONFIG_HIER_ON)
-        return terse_error(TERSE_ERR_UNSUPPORTED,
-                           "hier=on: the hierarchical protocol is not built in this version; "
-                           "use hier=off or hier=auto (which chooses the flat protocol)");
     return TERSE_OK;
 }
 

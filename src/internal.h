@@ -8,6 +8,7 @@
 #include "config.h"
 #include "error.h"
 #include "feedback/feedback.h"
+#include "hier.h"
 #include "lgreco.h"
 #include "protocol.h"
 #include "transport.h"
@@ -32,6 +33,9 @@ typedef struct {
     void *ws;                      /* protocol workspace                                   */
     void *scratch;                 /* codec scratch                                        */
     void *ws_dense;                /* workspace of the uncompressed path (EF21's first call) */
+    float *node_sum;               /* hier: the node's sum, the leader's gradient (count)   */
+    void *ws_node;                 /* hier: workspace of the reduce inside the node          */
+    int hier_nodes;                /* hier: the node count (part of the fingerprint); 0 flat */
 
     lgreco_layer_t *lg;            /* adapt=lgreco: the plan and window; NULL otherwise      */
 
@@ -59,8 +63,21 @@ typedef struct {
     size_t n_adapted;
 } lgreco_comm_t;
 
+/* The communicator's node grouping (src/hier_comm.c). The layout is known in every mode,
+ * so that the transports can count the bytes that cross nodes; the node and leader
+ * transports exist only when the hierarchical protocol is on. */
+typedef struct {
+    int on;                        /* the hierarchical protocol is in force                */
+    hier_layout_t lay;
+    int *node_of;                  /* every rank's node                                     */
+    int *lead_nodes;               /* 0 .. n_nodes-1: each leader is a node of its own       */
+    transport_t node;              /* this node's ranks (on)                                */
+    transport_t lead;              /* the leaders (on, and this rank leads; else ops NULL)   */
+} hier_comm_t;
+
 struct terse_comm {
     transport_t tp;
+    hier_comm_t hier;
     terse_config_t cfg;
     layer_t *layers;
     size_t n_layers, cap_layers;
@@ -91,6 +108,46 @@ void layer_free(layer_t *l);
 
 /* Monotonic time in microseconds. */
 double engine_now_us(void);
+
+/* ---- The call engine shared by the flat path (src/allreduce.c) and the hierarchical
+ * one (src/allreduce_hier.c) ---- */
+
+/* The transport of the compressed exchange (the leaders' under hier) and its rank count. */
+static inline transport_t *comm_exchange_tp(terse_comm_t *c) { return c->hier.on ? &c->hier.lead : &c->tp; }
+static inline int comm_workers(const terse_comm_t *c) { return c->hier.on ? c->hier.lay.n_nodes : c->tp.size; }
+
+/* Whether v holds a NaN or an Inf. */
+int engine_has_nonfinite(const float *v, size_t n);
+
+/* The header allgather over every rank: the ranks agree on the layer, its size and
+ * configuration, the call and the plan (flags: HDR_FLAG_*, wire: this rank's message) and
+ * learn whether any input is non-finite. *skip = 1: nonfinite=skip zeroed buf and counted
+ * the skip, the call is over. A disagreement is TERSE_ERR_MISMATCH and a non-finite input
+ * TERSE_ERR_NONFINITE, on every rank. On return c->headers holds every rank's header. */
+terse_status_t engine_agree(terse_comm_t *c, int layer, float *buf, uint64_t flags, uint64_t wire,
+                            int *skip);
+
+/* Fills a protocol call for layer l on transport tp with message input p. */
+void engine_call_init(proto_call_t *call, terse_comm_t *c, int layer, transport_t *tp,
+                      const float *p, int uncompressed);
+
+/* Exchange and decode; a malformed peer message becomes a MISMATCH naming the peer.
+ * *t_exchanged: the time between the two. */
+terse_status_t engine_exchange_decode(const protocol_ops_t *proto, proto_call_t *call,
+                                      double *t_exchanged);
+
+/* Counts a completed call of layer l: its message, the bytes sent (all, and to other
+ * nodes) and the times t[0..3] that bound compress, comm and decompress. */
+void engine_record(layer_t *l, size_t wire, uint64_t sent, uint64_t inter, const double t[4]);
+
+/* ---- The hierarchical protocol (src/hier_comm.c, src/allreduce_hier.c) ---- */
+
+/* Finds the node layout over c->tp and, when cfg.hier asks for it, builds the node and
+ * leader transports. Collective. */
+terse_status_t hier_setup(terse_comm_t *c);
+void hier_destroy(terse_comm_t *c);
+/* terse_allreduce under hier (arguments checked, plan decided). */
+terse_status_t hier_allreduce(terse_comm_t *c, int layer, float *buf);
 
 /* ---- L-GreCo's loop (src/lgreco.c) ---- */
 

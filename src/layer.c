@@ -39,7 +39,10 @@ uint64_t layer_fingerprint(const layer_t *l)
     h = fnv(h, l->fb->name, strlen(l->fb->name));
     if (!l->dense)
         h = method_hash(method_hash(h, &l->cfg.compressor, 0), &l->cfg.feedback, l->fb->rank_local_params);
-    return fnv(h, &l->cfg.reduce, sizeof l->cfg.reduce);
+    h = fnv(h, &l->cfg.reduce, sizeof l->cfg.reduce);
+    /* under hier the leaders' exchange has another rank count and the feedback state other
+     * semantics: a state file from the other mode must not load */
+    return l->hier_nodes ? fnv(h, &l->hier_nodes, sizeof l->hier_nodes) : h;
 }
 
 const double *layer_params(const layer_t *l) { return l->dense ? layer_no_params : l->cfg.compressor.p; }
@@ -85,7 +88,10 @@ terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size_t rows, s
     l.codec = l.dense ? &codec_none_ops : codec;
     l.fb = l.dense ? &feedback_none_ops : l.cfg.feedback.def->ops;
     if (!l.dense && codec->check) TERSE_CHECK(codec->check(cprm, count));
-    if (!l.dense && l.fb->check) TERSE_CHECK(l.fb->check(l.cfg.feedback.p, c->tp.size));
+    /* the workers of the compressed exchange: every rank, or one leader per node */
+    const int n = comm_workers(c);
+    if (!l.dense && l.fb->check) TERSE_CHECK(l.fb->check(l.cfg.feedback.p, n));
+    l.hier_nodes = c->hier.on ? c->hier.lay.n_nodes : 0;
     l.proto = protocol_for(l.codec);
 
     if (c->n_layers == c->cap_layers) {
@@ -109,7 +115,6 @@ terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size_t rows, s
     if (adapted) lgreco_layer_init(&lg, &l.cfg.compressor, l.cfg.adapt.p, rows, cols);
     l.fingerprint = layer_fingerprint(&l);
     const double *prm = layer_params(&l);
-    int n = c->tp.size;
     size_t ws = 0, scratch = 0;
     for (size_t k = 0; k < (adapted ? lg.n_cand : 1); k++) {
         double cand[TERSE_MAX_PARAMS];
@@ -146,8 +151,12 @@ terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size_t rows, s
         const proto_shape_t dshape = {&codec_none_ops, layer_no_params, rows, cols, count, n};
         l.ws_dense = malloc(protocol_dense.workspace_bytes(&dshape));
     }
+    if (c->hier.on) {
+        l.node_sum = alloc_floats(count);
+        l.ws_node = malloc(protocol_dense_floats_workspace(count, c->hier.lay.local_size));
+    }
     if (!l.state || !l.p || (l.fb->needs_delta && !l.delta) || !l.agg || !l.ws || !l.scratch ||
-        (l.fb->may_send_uncompressed && !l.ws_dense)) {
+        (l.fb->may_send_uncompressed && !l.ws_dense) || (c->hier.on && (!l.node_sum || !l.ws_node))) {
         layer_free(&l);
         return terse_error(TERSE_ERR_NOMEM, "terse_layer_add: out of memory for a layer of %zu elements",
                            count);

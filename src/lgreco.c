@@ -67,7 +67,7 @@ static void apply_choice(terse_comm_t *c, layer_t *l, size_t index)
     lgreco_layer_t *lg = l->lg;
     lg->choice = index;
     l->cfg.compressor.p[lg->param] = lg->cand[index];
-    const proto_shape_t shape = {l->codec, l->cfg.compressor.p, l->rows, l->cols, l->count, c->tp.size};
+    const proto_shape_t shape = {l->codec, l->cfg.compressor.p, l->rows, l->cols, l->count, comm_workers(c)};
     size_t pf = l->proto->state_floats ? l->proto->state_floats(&shape) : 0;
     if (pf != l->proto_floats) memset(l->state + l->fb_floats, 0, l->proto_cap * sizeof(float));
     l->proto_floats = pf;
@@ -90,7 +90,7 @@ terse_status_t lgreco_preview(const terse_comm_t *c, const layer_t *l, double va
         return terse_error(TERSE_ERR_MISMATCH, "layer '%s': %g is not one of its L-GreCo candidates", l->name, value);
     layer_t t = *l;
     t.cfg.compressor.p[lg->param] = value;
-    const proto_shape_t shape = {t.codec, t.cfg.compressor.p, t.rows, t.cols, t.count, c->tp.size};
+    const proto_shape_t shape = {t.codec, t.cfg.compressor.p, t.rows, t.cols, t.count, comm_workers(c)};
     *fingerprint = layer_fingerprint(&t);
     *state_floats = t.fb_floats + (t.proto->state_floats ? t.proto->state_floats(&shape) : 0);
     return TERSE_OK;

@@ -33,6 +33,8 @@
 #   command there with `ip netns exec`. TCP between hosts (btl tcp, interface tnet0),
 #   shared memory (vader) only between ranks of the same host. Ranks are not bound to
 #   cores: all "hosts" share this machine's cores.
+# * At the end each host's link counter (bytes sent on tnet0, the whole run) is printed as
+#   "# network: ..." lines: the bytes that crossed the simulated network.
 # * Everything (namespaces, bridge, processes left in them, temp dir) is removed on exit,
 #   also after a failure or Ctrl-C. The exit status is mpirun's.
 #
@@ -348,5 +350,14 @@ mpirun_pid=$!
 wait "$mpirun_pid"
 rc=$?
 mpirun_pid=
+# what crossed the simulated network: each host's link counters, whole run (start-up,
+# warm-up and every size included)
+total=0
+for (( i = 0; i < hosts; i++ )); do
+    tx=$(ip netns exec "${host_ns[$i]}" cat "/sys/class/net/$IFACE/statistics/tx_bytes" 2>/dev/null || echo 0)
+    echo "# network: terse-h$i sent $tx bytes"
+    total=$(( total + tx ))
+done
+echo "# network: all hosts sent $total bytes"
 set -e
 exit "$rc"

@@ -23,7 +23,8 @@ Shape = Union[int, Sequence[int]]
 
 _STATS_FIELDS = ("count", "calls", "skipped", "step", "wire_bytes", "sent_bytes",
                  "total_sent_bytes", "compress_us", "comm_us", "decompress_us", "plan_version",
-                 "plan_fallbacks", "plan_us", "plan_measure_us", "plan_solve_us")
+                 "plan_fallbacks", "plan_us", "plan_measure_us", "plan_solve_us",
+                 "sent_inter_bytes", "hier_nodes")
 
 
 def _check(status: int) -> None:
@@ -412,9 +413,10 @@ class Comm:
         ``{name: dict}`` in registration order when ``layer`` is None.
 
         Keys: name, id, shape, codec, feedback, count, calls, skipped, step, wire_bytes,
-        sent_bytes, total_sent_bytes, compress_us, comm_us, decompress_us, dense, and for
-        adapt=lgreco: adapted, plan_version, plan_fallbacks, plan_us, plan_measure_us,
-        plan_solve_us (the last decision). The byte and time figures are those of the
+        sent_bytes, sent_inter_bytes (the part for ranks on other nodes), total_sent_bytes,
+        compress_us, comm_us, decompress_us, dense, hier_nodes (the node count under the
+        hierarchical protocol, 0 flat), and for adapt=lgreco: adapted, plan_version,
+        plan_fallbacks, plan_us, plan_measure_us, plan_solve_us (the last decision). The byte and time figures are those of the
         layer's last call; codec shows the parameter L-GreCo has chosen.
         """
         self._handle()

@@ -50,6 +50,8 @@ class TerseStats(ctypes.Structure):
         ("plan_us", ctypes.c_double),
         ("plan_measure_us", ctypes.c_double),
         ("plan_solve_us", ctypes.c_double),
+        ("sent_inter_bytes", ctypes.c_size_t),
+        ("hier_nodes", ctypes.c_int),
     ]
 
 
