@@ -187,12 +187,12 @@ static terse_status_t flat_allreduce(terse_comm_t *c, int layer, float *buf)
     double t[4];
     t[0] = engine_now_us();
 
-    int nonfinite = l->cfg.nonfinite != CONFIG_NONFINITE_PASS && n > 0 && engine_has_nonfinite(buf, n);
+    int nonfinite = l->cfg.nonfinite != CONFIG_NONFINITE_PASS && n > 0 && par_has_nonfinite(c->pool, buf, n);
     int uncompressed = 0;
     const float *p = buf;
-    const feedback_ctx_t fctx = {l->cfg.feedback.p, l->calls, tp->rank, tp->size};
+    const feedback_ctx_t fctx = {l->cfg.feedback.p, l->calls, tp->rank, tp->size, n};
     if (!l->dense) {
-        uncompressed = l->fb->prepare(&fctx, l->state, buf, l->p, n);
+        uncompressed = par_fb_prepare(c->pool, l, &fctx, buf, l->p);
         p = l->p;
     }
     proto_call_t call;
@@ -214,7 +214,7 @@ static terse_status_t flat_allreduce(terse_comm_t *c, int layer, float *buf)
     if (l->dense)
         memcpy(buf, l->agg, n * sizeof *buf);
     else
-        l->fb->update(&fctx, l->state, buf, p, l->delta, l->agg, buf, n);
+        par_fb_update(c->pool, l, &fctx, buf, p, buf);
     if (l->lg) lgreco_observe(&c->lg, l, c->step, p);
     t[3] = engine_now_us();
     engine_record(l, call.wire_bytes, tp->sent_bytes - sent0, tp->sent_inter_bytes - inter0, t);

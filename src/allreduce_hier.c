@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "node_reduce.h"
 
 /* What a leader tells its node at the end of a call. */
 typedef struct {
@@ -41,18 +42,12 @@ static terse_status_t leader_reduce(terse_comm_t *c, int layer, float *buf, doub
     layer_t *l = &c->layers[layer];
     transport_t *tp = &c->hier.lead;
     const size_t n = l->count;
-    float *g = l->node_sum;
-    /* with reduce=mean each leader stands for nodes/ranks of the world: the leaders' mean
-     * is then the mean over every rank, however unevenly the nodes are filled */
-    if (l->cfg.reduce == CONFIG_REDUCE_MEAN && c->hier.lay.n_nodes != c->tp.size) {
-        const float scale = (float)((double)c->hier.lay.n_nodes / (double)c->tp.size);
-        for (size_t i = 0; i < n; i++) g[i] *= scale;
-    }
+    const float *g = l->node_sum;
     int uncompressed = 0;
     const float *p = g;
-    const feedback_ctx_t fctx = {l->cfg.feedback.p, l->calls, tp->rank, tp->size};
+    const feedback_ctx_t fctx = {l->cfg.feedback.p, l->calls, tp->rank, tp->size, n};
     if (!l->dense) {
-        uncompressed = l->fb->prepare(&fctx, l->state, g, l->p, n);
+        uncompressed = par_fb_prepare(c->pool, l, &fctx, g, l->p);
         p = l->p;
     }
     proto_call_t call;
@@ -79,7 +74,7 @@ static terse_status_t leader_reduce(terse_comm_t *c, int layer, float *buf, doub
     if (l->dense)
         memcpy(buf, l->agg, n * sizeof *buf);
     else
-        l->fb->update(&fctx, l->state, g, p, l->delta, l->agg, buf, n);
+        par_fb_update(c->pool, l, &fctx, g, p, buf);
     if (l->lg) lgreco_observe(&c->lg, l, c->step, p);
     *wire = call.wire_bytes;
     return TERSE_OK;
@@ -95,20 +90,18 @@ terse_status_t hier_allreduce(terse_comm_t *c, int layer, float *buf)
     double t[4];
     t[0] = engine_now_us();
 
-    int nonfinite = l->cfg.nonfinite != CONFIG_NONFINITE_PASS && n > 0 && engine_has_nonfinite(buf, n);
+    int nonfinite = l->cfg.nonfinite != CONFIG_NONFINITE_PASS && n > 0 && par_has_nonfinite(c->pool, buf, n);
     int skip;
     TERSE_CHECK(engine_agree(c, layer, buf, nonfinite ? HDR_FLAG_NONFINITE : 0, 0, &skip));
     if (skip) return TERSE_OK;
 
-    /* the node's exact sum, summed in rank order by one owner per element */
-    proto_call_t outer;
-    memset(&outer, 0, sizeof outer);
-    outer.tp = &h->node;
-    outer.layer = layer;
-    outer.calls = l->calls;
-    outer.step = c->step;
-    outer.bad_rank = -1;
-    TERSE_CHECK(protocol_dense_floats(&outer, buf, l->node_sum, n, 0, l->ws_node));
+    /* the node's exact sum at the leader, in rank order. With reduce=mean each leader
+     * stands for nodes/ranks of the world: the leaders' mean is then the mean over every
+     * rank, however unevenly the nodes are filled. */
+    float scale = 1.0f;
+    if (l->cfg.reduce == CONFIG_REDUCE_MEAN && h->lay.n_nodes != c->tp.size)
+        scale = (float)((double)h->lay.n_nodes / (double)c->tp.size);
+    TERSE_CHECK(node_reduce(&h->node, buf, l->node_sum, n, scale, l->ws_node, c->pool));
 
     verdict_t v;
     memset(&v, 0, sizeof v);

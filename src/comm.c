@@ -41,6 +41,7 @@ static terse_status_t comm_create(MPI_Comm comm, const terse_config_t *cfg, int 
         return terse_error(TERSE_ERR_NOMEM, "communicator: out of memory");
     }
     s = hier_setup(c);
+    if (s == TERSE_OK && cfg->threads > 1) s = pool_create(cfg->threads, cfg->bind == CONFIG_BIND_AUTO, &c->pool);
     if (s != TERSE_OK) {
         hier_destroy(c);
         free(c->headers);
@@ -150,6 +151,7 @@ terse_status_t terse_comm_destroy(terse_comm_t *c)
     free(c->lg.msg);
     free(c->lg.choice);
     hier_destroy(c);
+    pool_destroy(c->pool);
     c->tp.ops->destroy(&c->tp);
     int owns = c->owns_mpi;
     free(c);

@@ -370,10 +370,6 @@ terse_status_t config_check_supported(const terse_config_t *cfg)
         return terse_error(TERSE_ERR_ARG,
                            "adapt=lgreco cannot adapt compressor %s: it has no parameter to choose per "
                            "layer; lgreco adapts %s", cfg->compressor.def->name, lgreco_family_names());
-    if (cfg->threads != 1)
-        return terse_error(TERSE_ERR_UNSUPPORTED,
-                           "threads=%d: worker threads are not built in this version; use threads=1",
-                           cfg->threads);
     return TERSE_OK;
 }
 

@@ -10,6 +10,7 @@
 #include "feedback/feedback.h"
 #include "hier.h"
 #include "lgreco.h"
+#include "pool.h"
 #include "protocol.h"
 #include "transport.h"
 
@@ -84,6 +85,7 @@ struct terse_comm {
     uint64_t step;
     int owns_mpi;                  /* terse_comm_create_world initialised MPI             */
     uint64_t *headers;             /* nranks * HEADER_WORDS, sized at creation            */
+    pool_t *pool;                  /* worker threads (threads=N > 1), else NULL            */
     lgreco_comm_t lg;
 };
 
@@ -118,6 +120,13 @@ static inline int comm_workers(const terse_comm_t *c) { return c->hier.on ? c->h
 
 /* Whether v holds a NaN or an Inf. */
 int engine_has_nonfinite(const float *v, size_t n);
+
+/* The elementwise passes on the worker pool (src/parallel.c): feedback prepare (returns
+ * whether the call goes uncompressed) and update of layer l, and the non-finite scan. */
+int par_fb_prepare(pool_t *pool, const layer_t *l, const feedback_ctx_t *ctx, const float *g, float *p);
+void par_fb_update(pool_t *pool, const layer_t *l, const feedback_ctx_t *ctx, const float *g,
+                   const float *p, float *out);
+int par_has_nonfinite(pool_t *pool, const float *v, size_t n);
 
 /* The header allgather over every rank: the ranks agree on the layer, its size and
  * configuration, the call and the plan (flags: HDR_FLAG_*, wire: this rank's message) and

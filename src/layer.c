@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "node_reduce.h"
 
 /* FNV-1a over the bytes that define how a layer is reduced; ranks compare it per call. */
 static uint64_t fnv(uint64_t h, const void *data, size_t n)
@@ -151,12 +152,13 @@ terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size_t rows, s
         const proto_shape_t dshape = {&codec_none_ops, layer_no_params, rows, cols, count, n};
         l.ws_dense = malloc(protocol_dense.workspace_bytes(&dshape));
     }
+    const int leads = c->hier.on && c->hier.lay.local_rank == 0;
     if (c->hier.on) {
-        l.node_sum = alloc_floats(count);
-        l.ws_node = malloc(protocol_dense_floats_workspace(count, c->hier.lay.local_size));
+        l.node_sum = leads ? alloc_floats(count) : NULL;
+        l.ws_node = malloc(node_reduce_workspace(c->hier.lay.local_size));
     }
     if (!l.state || !l.p || (l.fb->needs_delta && !l.delta) || !l.agg || !l.ws || !l.scratch ||
-        (l.fb->may_send_uncompressed && !l.ws_dense) || (c->hier.on && (!l.node_sum || !l.ws_node))) {
+        (l.fb->may_send_uncompressed && !l.ws_dense) || (c->hier.on && (!l.ws_node || (leads && !l.node_sum)))) {
         layer_free(&l);
         return terse_error(TERSE_ERR_NOMEM, "terse_layer_add: out of memory for a layer of %zu elements",
                            count);

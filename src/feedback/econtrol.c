@@ -17,7 +17,7 @@
 static int econtrol_prepare(const feedback_ctx_t *ctx, const float *state,
                             const float *restrict g, float *restrict p, size_t n)
 {
-    const float *e = state, *hi = state + n;
+    const float *e = state, *hi = state + FEEDBACK_STRIDE(ctx, n);
     if (ctx->calls == 0) {
         memcpy(p, g, n * sizeof *p);
         return 1;
@@ -35,7 +35,7 @@ static void econtrol_update(const feedback_ctx_t *ctx, float *state, const float
                             size_t n)
 {
     (void)p;
-    float *e = state, *hi = state + n, *h = state + 2 * n;
+    float *e = state, *hi = state + FEEDBACK_STRIDE(ctx, n), *h = state + 2 * FEEDBACK_STRIDE(ctx, n);
     if (ctx->calls == 0) {
         memset(e, 0, n * sizeof *e);
         memcpy(hi, g, n * sizeof *hi);

@@ -82,7 +82,7 @@ static void ef21_update(const feedback_ctx_t *ctx, float *state, const float *g,
                         const float *delta, const float *agg, float *out, size_t n)
 {
     (void)p;
-    float *gi = state, *gg = state + n;
+    float *gi = state, *gg = state + FEEDBACK_STRIDE(ctx, n);
     float s = ef21_scale(ctx->prm, ctx->nranks);
     if (ctx->calls == 0) {
         /* out may alias g: g[j] is read before out[j] is written */

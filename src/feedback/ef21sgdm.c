@@ -32,7 +32,7 @@ static void sgdm_momentum(const double *prm, float *dst, const float *v, const f
 static int ef21sgdm_prepare(const feedback_ctx_t *ctx, const float *state,
                             const float *restrict g, float *restrict p, size_t n)
 {
-    const float *v = state, *gi = state + n;
+    const float *v = state, *gi = state + FEEDBACK_STRIDE(ctx, n);
     if (ctx->calls == 0) {
         memcpy(p, g, n * sizeof *p);
         return 1;
@@ -47,7 +47,7 @@ static void ef21sgdm_update(const feedback_ctx_t *ctx, float *state, const float
                             size_t n)
 {
     (void)p;
-    float *v = state, *gi = state + n, *gg = state + 2 * n;
+    float *v = state, *gi = state + FEEDBACK_STRIDE(ctx, n), *gg = state + 2 * FEEDBACK_STRIDE(ctx, n);
     if (ctx->calls == 0) {
         memcpy(v, g, n * sizeof *v);
         memcpy(gi, g, n * sizeof *gi);

@@ -10,7 +10,9 @@
  * that reduce=sum hands back the estimate of the sum of the gradients.
  *
  * prepare must not modify the state, so that a call abandoned after it (mismatch, non-finite
- * input on another rank) leaves the layer exactly as it was. */
+ * input on another rank) leaves the layer exactly as it was. Both are elementwise: the
+ * engine may run them on ranges [b, e) of the layer on several threads, passing state + b,
+ * g + b, ... with n = e - b and ctx->stride = the layer's count. */
 #ifndef TERSE_FEEDBACK_H
 #define TERSE_FEEDBACK_H
 
@@ -25,7 +27,13 @@ typedef struct {
     const double *prm;      /* the method's parameters, indexed like its registry table     */
     uint64_t calls;         /* this layer's completed calls (0 on the first)                 */
     int rank, nranks;       /* this rank, and the ranks that take part in the aggregation    */
+    size_t stride;          /* floats between the method's state arrays: the layer's count,
+                               when prepare and update see a range of it (worker threads);
+                               0: the n of the call                                          */
 } feedback_ctx_t;
+
+/* Where a method's second state array starts: state + FEEDBACK_STRIDE(ctx, n). */
+#define FEEDBACK_STRIDE(ctx, n) ((ctx)->stride ? (ctx)->stride : (n))
 
 typedef struct feedback_ops {
     size_t size;            /* sizeof(feedback_ops_t): the version of this table */

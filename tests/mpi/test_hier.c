@@ -7,7 +7,8 @@
  *   - every other codec and feedback method against terse's flat protocol run on the
  *     leaders alone with the node sums as inputs (the definition of hier), bit for bit;
  *   - identical bits on every rank, stats, a skipped non-finite call, a mismatch seen by a
- *     non-leader, a bad TERSE_TEST_NODES, and a resume from a checkpoint. */
+ *     non-leader, a bad TERSE_TEST_NODES, and a resume from a checkpoint;
+ *   - threads=3 (bind=auto) against threads=1, hierarchical and flat, bit for bit. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -194,6 +195,38 @@ static void run_equivalence(const char *base, size_t rows, size_t cols, int call
     if (leaders != MPI_COMM_NULL) MPI_Comm_free(&leaders);
 }
 
+/* ---- worker threads -------------------------------------------------------------------- */
+
+/* threads=3 (feedback, non-finite scan and node sum split over three threads) gives the
+ * bits of threads=1, call after call, flat and hierarchical. */
+static void run_threads(const char *base, const char *hier)
+{
+    char one[200], three[200];
+    snprintf(one, sizeof one, "%s; hier=%s; threads=1", base, hier);
+    snprintf(three, sizeof three, "%s; hier=%s; threads=3; bind=auto", base, hier);
+    terse_comm_t *a = create(one), *b = create(three);
+    const size_t rows = 300, cols = 400, n = rows * cols; /* above 3 x 2^15: three parts */
+    float *x = malloc(n * 4), *y = malloc(n * 4);
+    int ia, ib;
+    if (a && b && terse_layer_add(a, "W", rows, cols, NULL, &ia) == TERSE_OK &&
+        terse_layer_add(b, "W", rows, cols, NULL, &ib) == TERSE_OK) {
+        for (int call = 0; call < 4; call++) {
+            for (size_t i = 0; i < n; i++) x[i] = y[i] = ref_gradient(rank_, i, call);
+            EXPECT(terse_allreduce(a, ia, x) == TERSE_OK, "%s", terse_last_error());
+            EXPECT(terse_allreduce(b, ib, y) == TERSE_OK, "%s", terse_last_error());
+            size_t bad = mpitest_first_diff(x, y, n);
+            EXPECT(bad == n, "'%s' call %d: element %zu is %.9g with 3 threads, %.9g with 1", three, call, bad,
+                   bad < n ? y[bad] : 0.0, bad < n ? x[bad] : 0.0);
+            terse_step_end(a);
+            terse_step_end(b);
+        }
+    }
+    free(x);
+    free(y);
+    terse_comm_destroy(a);
+    terse_comm_destroy(b);
+}
+
 /* ---- errors and checkpoints ------------------------------------------------------------ */
 
 static void run_errors(void)
@@ -311,10 +344,24 @@ int main(int argc, char **argv)
         for (size_t ci = 0; ci < sizeof refs / sizeof refs[0]; ci++)
             for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
                 run_reference(&refs[ci], sizes[si], 3);
+        /* the node reduce works in chunks of 2^18 floats: several, and a short last one */
+        run_reference(&refs[0], 600001, 2);
+        run_reference(&refs[4], 600001, 2);
         for (size_t ei = 0; ei < sizeof equiv / sizeof equiv[0]; ei++)
             run_equivalence(equiv[ei], 48, 40, 6, -1);
         run_equivalence("compressor=topk:density=0.05; feedback=ef; min_size=0; nonfinite=skip", 48, 40, 6, 2);
         run_errors();
+        static const char *threaded[] = {
+            "compressor=topk:density=0.01; feedback=ef",
+            "compressor=qsgd:bits=4; feedback=ef21",
+            "compressor=randk:density=0.05; feedback=econtrol:eta=0.5",
+            "compressor=onebit; feedback=ef21sgdm:eta=0.3",
+            "compressor=none",
+        };
+        for (size_t ti = 0; ti < sizeof threaded / sizeof threaded[0]; ti++) {
+            run_threads(threaded[ti], "on");
+            if (li == 0) run_threads(threaded[ti], "off");
+        }
         run_resume("compressor=powersgd:rank=2; feedback=ef; min_size=0");
         run_resume("compressor=dgc:density=0.05; min_size=0");
     }
