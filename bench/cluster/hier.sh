@@ -13,12 +13,12 @@ cd "$here"
 repeats=${1:-3}
 out=bench/cluster/results/hier
 mkdir -p "$out"
-iters=10 warmup=2
+iters=5 warmup=1
 # name | terse-bench arguments
 cases=(
-    "topk|--config compressor=topk:density=0.01;feedback=ef --sizes 16M:16M"
-    "onebit|--config compressor=onebit;feedback=ef --sizes 16M:16M"
-    "powersgd|--config compressor=powersgd:rank=4;feedback=ef --shape 4096x1024"
+    "topk|--config compressor=topk:density=0.01;feedback=ef --sizes 64M:64M"
+    "onebit|--config compressor=onebit;feedback=ef --sizes 64M:64M"
+    "powersgd|--config compressor=powersgd:rank=4;feedback=ef --shape 4096x4096"
 )
 # the simulated hosts share this machine's cores: idle ranks must yield them
 export TERSE_CLUSTER_MPIRUN_ARGS="--mca mpi_yield_when_idle 1"
