@@ -12,10 +12,16 @@
 
 #include "node_reduce.h"
 
+/* Bytes of the receive space, rounded up so that the counts after it are aligned. */
+static size_t recv_bytes(int nranks)
+{
+    size_t b = (size_t)(nranks > 1 ? nranks - 1 : 0) * NODE_REDUCE_CHUNK * sizeof(float);
+    return (b + 63) & ~(size_t)63;
+}
+
 size_t node_reduce_workspace(int nranks)
 {
-    return ((size_t)(nranks > 1 ? nranks - 1 : 0) * NODE_REDUCE_CHUNK + 1) * sizeof(float) +
-           4 * (size_t)nranks * sizeof(size_t);
+    return recv_bytes(nranks) + 4 * (size_t)nranks * sizeof(size_t);
 }
 
 typedef struct {
@@ -46,7 +52,7 @@ terse_status_t node_reduce(transport_t *tp, const float *in, float *out, size_t 
 {
     const int k = tp->size, leader = tp->rank == 0;
     float *recv = ws;
-    size_t *sc = (size_t *)(recv + (size_t)(k > 1 ? k - 1 : 0) * NODE_REDUCE_CHUNK + 1);
+    size_t *sc = (size_t *)((unsigned char *)ws + recv_bytes(k));
     size_t *sd = sc + k, *rc = sd + k, *rd = rc + k;
     for (size_t b = 0; b < count; b += NODE_REDUCE_CHUNK) {
         const size_t len = count - b < NODE_REDUCE_CHUNK ? count - b : NODE_REDUCE_CHUNK;

@@ -37,9 +37,11 @@ START_TEST(every_element_once_in_ordered_ranges)
                 memset(&c, 0, sizeof c);
                 c.hits = calloc(n + 1, 1);
                 pool_for(p, n, grain, mark, &c);
-                for (size_t i = 0; i < n; i++)
-                    ck_assert_msg(c.hits[i] == 1, "threads %d n %zu grain %zu: element %zu hit %d times",
-                                  threads, n, grain, i, c.hits[i]);
+                size_t bad = n;
+                for (size_t i = 0; i < n && bad == n; i++)
+                    if (c.hits[i] != 1) bad = i;
+                ck_assert_msg(bad == n, "threads %d n %zu grain %zu: element %zu hit %d times", threads, n,
+                              grain, bad, bad < n ? c.hits[bad] : 0);
                 /* parts are contiguous and in order: part i ends where part i+1 begins */
                 int parts = 0;
                 while (parts < 64 && c.used[parts]) parts++;
