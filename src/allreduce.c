@@ -128,7 +128,7 @@ terse_status_t engine_agree(terse_comm_t *c, int layer, float *buf, uint64_t fla
     return TERSE_OK;
 }
 
-void engine_call_init(proto_call_t *call, terse_comm_t *c, int layer, transport_t *tp,
+static void call_init(proto_call_t *call, terse_comm_t *c, int layer, transport_t *tp,
                       const float *p, int uncompressed)
 {
     layer_t *l = &c->layers[layer];
@@ -150,6 +150,31 @@ void engine_call_init(proto_call_t *call, terse_comm_t *c, int layer, transport_
     call->ws = uncompressed ? l->ws_dense : l->ws;
     call->scratch = l->scratch;
     call->bad_rank = -1;
+}
+
+void engine_begin(engine_side_t *s, terse_comm_t *c, int layer, transport_t *tp, const float *g)
+{
+    layer_t *l = &c->layers[layer];
+    const feedback_ctx_t fctx = {l->cfg.feedback.p, l->calls, tp->rank, tp->size, l->count};
+    s->fctx = fctx;
+    s->g = s->p = g;
+    s->uncompressed = 0;
+    if (!l->dense) {
+        s->uncompressed = par_fb_prepare(c->pool, l, &s->fctx, g, l->p);
+        s->p = l->p;
+    }
+    call_init(&s->call, c, layer, tp, s->p, s->uncompressed);
+    s->proto = s->uncompressed ? &protocol_dense : l->proto;
+}
+
+void engine_finish(engine_side_t *s, terse_comm_t *c, int layer, float *out)
+{
+    layer_t *l = &c->layers[layer];
+    if (l->dense)
+        memcpy(out, l->agg, l->count * sizeof *out);
+    else
+        par_fb_update(c->pool, l, &s->fctx, s->g, s->p, out);
+    if (l->lg) lgreco_observe(&c->lg, l, c->step, s->p);
 }
 
 terse_status_t engine_exchange_decode(const protocol_ops_t *proto, proto_call_t *call, double *t_exchanged)
@@ -188,36 +213,23 @@ static terse_status_t flat_allreduce(terse_comm_t *c, int layer, float *buf)
     t[0] = engine_now_us();
 
     int nonfinite = l->cfg.nonfinite != CONFIG_NONFINITE_PASS && n > 0 && par_has_nonfinite(c->pool, buf, n);
-    int uncompressed = 0;
-    const float *p = buf;
-    const feedback_ctx_t fctx = {l->cfg.feedback.p, l->calls, tp->rank, tp->size, n};
-    if (!l->dense) {
-        uncompressed = par_fb_prepare(c->pool, l, &fctx, buf, l->p);
-        p = l->p;
-    }
-    proto_call_t call;
-    engine_call_init(&call, c, layer, tp, p, uncompressed);
-    const protocol_ops_t *proto = uncompressed ? &protocol_dense : l->proto;
-    if (!nonfinite) TERSE_CHECK(proto->encode(&call));
+    engine_side_t side;
+    engine_begin(&side, c, layer, tp, buf);
+    if (!nonfinite) TERSE_CHECK(side.proto->encode(&side.call));
     t[1] = engine_now_us();
 
     int skip;
-    uint64_t flags = (nonfinite ? HDR_FLAG_NONFINITE : 0) | (uncompressed ? HDR_FLAG_UNCOMPRESSED : 0);
-    TERSE_CHECK(engine_agree(c, layer, buf, flags, call.wire_bytes, &skip));
+    uint64_t flags = (nonfinite ? HDR_FLAG_NONFINITE : 0) | (side.uncompressed ? HDR_FLAG_UNCOMPRESSED : 0);
+    TERSE_CHECK(engine_agree(c, layer, buf, flags, side.call.wire_bytes, &skip));
     if (skip) return TERSE_OK;
     /* the peers' announced sizes, gathered into one column for the protocol */
     uint64_t *peer = c->headers; /* reuse: header rows are no longer needed */
     for (int r = 0; r < tp->size; r++) peer[r] = c->headers[(size_t)r * HDR_WORDS + HDR_WIRE];
-    call.peer_bytes = peer;
-    TERSE_CHECK(engine_exchange_decode(proto, &call, &t[2]));
-
-    if (l->dense)
-        memcpy(buf, l->agg, n * sizeof *buf);
-    else
-        par_fb_update(c->pool, l, &fctx, buf, p, buf);
-    if (l->lg) lgreco_observe(&c->lg, l, c->step, p);
+    side.call.peer_bytes = peer;
+    TERSE_CHECK(engine_exchange_decode(side.proto, &side.call, &t[2]));
+    engine_finish(&side, c, layer, buf);
     t[3] = engine_now_us();
-    engine_record(l, call.wire_bytes, tp->sent_bytes - sent0, tp->sent_inter_bytes - inter0, t);
+    engine_record(l, side.call.wire_bytes, tp->sent_bytes - sent0, tp->sent_inter_bytes - inter0, t);
     return TERSE_OK;
 }
 

@@ -41,24 +41,14 @@ static terse_status_t leader_reduce(terse_comm_t *c, int layer, float *buf, doub
 {
     layer_t *l = &c->layers[layer];
     transport_t *tp = &c->hier.lead;
-    const size_t n = l->count;
-    const float *g = l->node_sum;
-    int uncompressed = 0;
-    const float *p = g;
-    const feedback_ctx_t fctx = {l->cfg.feedback.p, l->calls, tp->rank, tp->size, n};
-    if (!l->dense) {
-        uncompressed = par_fb_prepare(c->pool, l, &fctx, g, l->p);
-        p = l->p;
-    }
-    proto_call_t call;
-    engine_call_init(&call, c, layer, tp, p, uncompressed);
-    const protocol_ops_t *proto = uncompressed ? &protocol_dense : l->proto;
-    TERSE_CHECK(proto->encode(&call));
+    engine_side_t side;
+    engine_begin(&side, c, layer, tp, l->node_sum);
+    TERSE_CHECK(side.proto->encode(&side.call));
     t[1] = engine_now_us();
 
     /* the leaders' message sizes, and their agreement on the path (EF21's first call goes
      * uncompressed); every leader sees the same table */
-    uint64_t mine[2] = {call.wire_bytes, (uint64_t)uncompressed};
+    uint64_t mine[2] = {side.call.wire_bytes, (uint64_t)side.uncompressed};
     uint64_t *rows = c->headers; /* the world's headers are no longer needed */
     TERSE_CHECK(tp->ops->allgather(tp, mine, sizeof mine, rows));
     for (int r = 0; r < tp->size; r++)
@@ -68,15 +58,10 @@ static terse_status_t leader_reduce(terse_comm_t *c, int layer, float *buf, doub
                                "(leader 0: %llu, leader %d: %llu)", layer,
                                (unsigned long long)rows[1], r, (unsigned long long)rows[2 * r + 1]);
     for (int r = 0; r < tp->size; r++) rows[r] = rows[2 * r];
-    call.peer_bytes = rows;
-    TERSE_CHECK(engine_exchange_decode(proto, &call, &t[2]));
-
-    if (l->dense)
-        memcpy(buf, l->agg, n * sizeof *buf);
-    else
-        par_fb_update(c->pool, l, &fctx, g, p, buf);
-    if (l->lg) lgreco_observe(&c->lg, l, c->step, p);
-    *wire = call.wire_bytes;
+    side.call.peer_bytes = rows;
+    TERSE_CHECK(engine_exchange_decode(side.proto, &side.call, &t[2]));
+    engine_finish(&side, c, layer, buf);
+    *wire = side.call.wire_bytes;
     return TERSE_OK;
 }
 

@@ -136,9 +136,23 @@ int par_has_nonfinite(pool_t *pool, const float *v, size_t n);
 terse_status_t engine_agree(terse_comm_t *c, int layer, float *buf, uint64_t flags, uint64_t wire,
                             int *skip);
 
-/* Fills a protocol call for layer l on transport tp with message input p. */
-void engine_call_init(proto_call_t *call, terse_comm_t *c, int layer, transport_t *tp,
-                      const float *p, int uncompressed);
+/* One rank's side of a layer's compressed exchange: its gradient g, the message input p
+ * that feedback made of it, the protocol and the call. */
+typedef struct {
+    proto_call_t call;
+    const protocol_ops_t *proto;
+    feedback_ctx_t fctx;
+    const float *g, *p;
+    int uncompressed;              /* feedback asked for an uncompressed call (EF21's first) */
+} engine_side_t;
+
+/* Feedback prepare (g -> p, unless the layer is dense) and the protocol call on transport tp,
+ * ready to encode. State is not touched. */
+void engine_begin(engine_side_t *s, terse_comm_t *c, int layer, transport_t *tp, const float *g);
+
+/* After a successful exchange and decode: the estimate into out (feedback update, or the
+ * dense aggregate) and L-GreCo's observation of p. */
+void engine_finish(engine_side_t *s, terse_comm_t *c, int layer, float *out);
 
 /* Exchange and decode; a malformed peer message becomes a MISMATCH naming the peer.
  * *t_exchanged: the time between the two. */
