@@ -10,8 +10,18 @@
  * are left untouched and terse_last_error() returns a sentence saying what was wrong (which
  * argument, which value, what is accepted). No function aborts or exits on bad input.
  *
- * Thread safety: a communicator is used by one thread at a time. Different communicators
- * may be used from different threads concurrently. terse_last_error() is per thread.
+ * Handles: every function that takes a communicator checks that it is live. A destroyed or
+ * never-created handle gives TERSE_ERR_ARG ("not a live communicator"); the handle is
+ * compared with the live ones, never dereferenced. (A new communicator that happens to get
+ * the address of a destroyed one is indistinguishable from it.)
+ *
+ * Thread safety: a communicator is used by one thread at a time, and terse enforces it: a
+ * call that enters a communicator while another thread is inside a call on it returns
+ * TERSE_ERR_STATE, naming the call in progress, and changes nothing. terse_comm_rank() and
+ * terse_comm_config() read only what is fixed at creation and may be called from any thread
+ * at any time. Different communicators may be used from different threads at once if MPI
+ * was initialised with MPI_THREAD_MULTIPLE (terse_comm_create_world asks for
+ * MPI_THREAD_SERIALIZED only). terse_last_error() is per thread.
  */
 #ifndef TERSE_H
 #define TERSE_H
@@ -82,7 +92,9 @@ TERSE_API terse_status_t terse_comm_create_mpi_f(int fortran_comm, const char *c
                                                  terse_comm_t **out);
 
 /* Frees a communicator and all its layers. NULL is accepted and does nothing. Not
- * collective, but call it on every rank. */
+ * collective, but call it on every rank.
+ * Errors: TERSE_ERR_ARG (not a live communicator: destroyed already, or never created),
+ * TERSE_ERR_STATE (another thread is inside a call on it; it is not destroyed). */
 TERSE_API terse_status_t terse_comm_destroy(terse_comm_t *c);
 
 /* The calling process's rank in the communicator and the number of ranks. */

@@ -233,9 +233,8 @@ static terse_status_t flat_allreduce(terse_comm_t *c, int layer, float *buf)
     return TERSE_OK;
 }
 
-terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf)
+static terse_status_t allreduce_one(terse_comm_t *c, int layer, float *buf)
 {
-    terse_error_clear();
     TERSE_CHECK(check_layer(c, layer, "terse_allreduce"));
     layer_t *l = &c->layers[layer];
     if (!buf && l->count > 0)
@@ -245,18 +244,26 @@ terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf)
     return c->hier.on ? hier_allreduce(c, layer, buf) : flat_allreduce(c, layer, buf);
 }
 
-terse_status_t terse_allreduce_many(terse_comm_t *c, int n, const int *layers, float *const *bufs)
+terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf)
 {
-    terse_error_clear();
-    if (!c) return terse_error(TERSE_ERR_ARG, "terse_allreduce_many: communicator is NULL");
+    GUARDED_CALL(c, "terse_allreduce", allreduce_one(c, layer, buf));
+}
+
+static terse_status_t allreduce_many(terse_comm_t *c, int n, const int *layers, float *const *bufs)
+{
     if (n < 0) return terse_error(TERSE_ERR_ARG, "terse_allreduce_many: n = %d is negative", n);
     if (n > 0 && (!layers || !bufs))
         return terse_error(TERSE_ERR_ARG, "terse_allreduce_many: layers or bufs is NULL");
     for (int i = 0; i < n; i++) {
-        terse_status_t s = terse_allreduce(c, layers[i], bufs[i]);
+        terse_status_t s = allreduce_one(c, layers[i], bufs[i]);
         if (s != TERSE_OK) return s;
     }
     return TERSE_OK;
+}
+
+terse_status_t terse_allreduce_many(terse_comm_t *c, int n, const int *layers, float *const *bufs)
+{
+    GUARDED_CALL(c, "terse_allreduce_many", allreduce_many(c, n, layers, bufs));
 }
 
 /* The parameter slot of ef's learning rate (src/feedback/registry.c). */
@@ -265,10 +272,8 @@ static double *ef_lr_slot(method_spec_t *m)
     return strcmp(m->def->name, "ef") == 0 && !isnan(m->p[0]) ? &m->p[0] : NULL;
 }
 
-terse_status_t terse_set_learning_rate(terse_comm_t *c, double lr)
+static terse_status_t set_learning_rate(terse_comm_t *c, double lr)
 {
-    terse_error_clear();
-    if (!c) return terse_error(TERSE_ERR_ARG, "terse_set_learning_rate: communicator is NULL");
     if (!(lr > 0) || !isfinite(lr) || lr > 1e30)
         return terse_error(TERSE_ERR_ARG, "terse_set_learning_rate: lr = %g; want a finite value > 0", lr);
     double *slot = ef_lr_slot(&c->cfg.feedback);
@@ -281,17 +286,24 @@ terse_status_t terse_set_learning_rate(terse_comm_t *c, double lr)
     return TERSE_OK;
 }
 
-terse_status_t terse_step_end(terse_comm_t *c)
+terse_status_t terse_set_learning_rate(terse_comm_t *c, double lr)
 {
-    terse_error_clear();
-    if (!c) return terse_error(TERSE_ERR_ARG, "terse_step_end: communicator is NULL");
+    GUARDED_CALL(c, "terse_set_learning_rate", set_learning_rate(c, lr));
+}
+
+static terse_status_t step_end(terse_comm_t *c)
+{
     c->step++;
     return TERSE_OK;
 }
 
-terse_status_t terse_layer_stats(terse_comm_t *c, int layer, terse_stats_t *out)
+terse_status_t terse_step_end(terse_comm_t *c)
 {
-    terse_error_clear();
+    GUARDED_CALL(c, "terse_step_end", step_end(c));
+}
+
+static terse_status_t layer_stats(terse_comm_t *c, int layer, terse_stats_t *out)
+{
     TERSE_CHECK(check_layer(c, layer, "terse_layer_stats"));
     if (!out) return terse_error(TERSE_ERR_ARG, "terse_layer_stats: out is NULL");
     const layer_t *l = &c->layers[layer];
@@ -319,4 +331,9 @@ terse_status_t terse_layer_stats(terse_comm_t *c, int layer, terse_stats_t *out)
     }
     *out = s;
     return TERSE_OK;
+}
+
+terse_status_t terse_layer_stats(terse_comm_t *c, int layer, terse_stats_t *out)
+{
+    GUARDED_CALL(c, "terse_layer_stats", layer_stats(c, layer, out));
 }

@@ -42,7 +42,9 @@ static terse_status_t comm_create(MPI_Comm comm, const terse_config_t *cfg, int 
     }
     s = hier_setup(c);
     if (s == TERSE_OK && cfg->threads > 1) s = pool_create(cfg->threads, cfg->bind == CONFIG_BIND_AUTO, &c->pool);
+    if (s == TERSE_OK) s = guard_add(c);
     if (s != TERSE_OK) {
+        pool_destroy(c->pool);
         hier_destroy(c);
         free(c->headers);
         c->tp.ops->destroy(&c->tp);
@@ -145,6 +147,7 @@ terse_status_t terse_comm_destroy(terse_comm_t *c)
 {
     terse_error_clear();
     if (!c) return TERSE_OK;
+    TERSE_CHECK(guard_remove(c, "terse_comm_destroy"));
     for (size_t i = 0; i < c->n_layers; i++) layer_free(&c->layers[i]);
     free(c->layers);
     free(c->headers);
@@ -165,7 +168,8 @@ terse_status_t terse_comm_destroy(terse_comm_t *c)
 
 terse_status_t terse_comm_rank(const terse_comm_t *c, int *rank, int *size)
 {
-    if (!c) return terse_error(TERSE_ERR_ARG, "terse_comm_rank: communicator is NULL");
+    terse_error_clear();
+    TERSE_CHECK(guard_check(c, "terse_comm_rank"));
     if (!rank && !size) return terse_error(TERSE_ERR_ARG, "terse_comm_rank: rank and size are both NULL");
     if (rank) *rank = c->tp.rank;
     if (size) *size = c->tp.size;
@@ -174,7 +178,8 @@ terse_status_t terse_comm_rank(const terse_comm_t *c, int *rank, int *size)
 
 terse_status_t terse_comm_config(const terse_comm_t *c, char *buf, size_t len)
 {
-    if (!c) return terse_error(TERSE_ERR_ARG, "terse_comm_config: communicator is NULL");
+    terse_error_clear();
+    TERSE_CHECK(guard_check(c, "terse_comm_config"));
     if (!buf) return terse_error(TERSE_ERR_ARG, "terse_comm_config: buf is NULL");
     size_t need = config_format(&c->cfg, NULL, 0);
     if (need + 1 > len)

@@ -7,6 +7,7 @@
 #include "codec.h"
 #include "config.h"
 #include "error.h"
+#include "guard.h"
 #include "feedback/feedback.h"
 #include "hier.h"
 #include "lgreco.h"
@@ -190,5 +191,10 @@ terse_status_t lgreco_preview(const terse_comm_t *c, const layer_t *l, double va
 /* Puts layer l on the candidate whose value is `value` (a loaded plan); TERSE_ERR_MISMATCH
  * if it has none. */
 terse_status_t lgreco_apply(terse_comm_t *c, layer_t *l, double value);
+
+/* ---- State files (src/state.c) ---- */
+
+/* The checksum that ends a state file: FNV-1a over its first n bytes. */
+uint64_t state_checksum(const unsigned char *d, size_t n);
 
 #endif

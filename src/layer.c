@@ -48,11 +48,9 @@ uint64_t layer_fingerprint(const layer_t *l)
 
 const double *layer_params(const layer_t *l) { return l->dense ? layer_no_params : l->cfg.compressor.p; }
 
-terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size_t rows, size_t cols,
-                               const char *config, int *id)
+static terse_status_t layer_add(terse_comm_t *c, const char *name, size_t rows, size_t cols,
+                                const char *config, int *id)
 {
-    terse_error_clear();
-    if (!c) return terse_error(TERSE_ERR_ARG, "terse_layer_add: communicator is NULL");
     if (!id) return terse_error(TERSE_ERR_ARG, "terse_layer_add: id is NULL");
     if (cols != 0 && rows > TERSE_MAX_LAYER_COUNT / cols)
         return terse_error(TERSE_ERR_ARG,
@@ -170,4 +168,10 @@ terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size_t rows, s
     c->layers[c->n_layers] = l;
     *id = (int)c->n_layers++;
     return TERSE_OK;
+}
+
+terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size_t rows, size_t cols,
+                               const char *config, int *id)
+{
+    GUARDED_CALL(c, "terse_layer_add", layer_add(c, name, rows, cols, config, id));
 }

@@ -53,7 +53,7 @@ static void put(sbuf_t *b, const void *p, size_t n)
 static void put_u32(sbuf_t *b, uint32_t v) { put(b, &v, sizeof v); }
 static void put_u64(sbuf_t *b, uint64_t v) { put(b, &v, sizeof v); }
 
-static uint64_t checksum(const unsigned char *d, size_t n)
+uint64_t state_checksum(const unsigned char *d, size_t n)
 {
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < n; i++) h = (h ^ d[i]) * 1099511628211ull;
@@ -79,6 +79,14 @@ static int all_ok(terse_comm_t *c, int ok)
     return all;
 }
 
+/* 1 on every rank if every rank passes the same step. */
+static int steps_agree(terse_comm_t *c, uint64_t step)
+{
+    uint64_t v[2] = {step, ~step}, max[2];
+    if (MPI_Allreduce(v, max, 2, MPI_UINT64_T, MPI_MAX, transport_mpi_comm(&c->tp)) != MPI_SUCCESS) return 0;
+    return max[0] == ~max[1]; /* the largest step equals the smallest */
+}
+
 static terse_status_t rank_path(const terse_comm_t *c, const char *path, const char *suffix,
                                 char *out, size_t len)
 {
@@ -87,10 +95,8 @@ static terse_status_t rank_path(const terse_comm_t *c, const char *path, const c
     return TERSE_OK;
 }
 
-terse_status_t terse_state_save(terse_comm_t *c, const char *path)
+static terse_status_t state_save(terse_comm_t *c, const char *path)
 {
-    terse_error_clear();
-    if (!c) return terse_error(TERSE_ERR_ARG, "terse_state_save: communicator is NULL");
     if (!path || !path[0]) return terse_error(TERSE_ERR_ARG, "terse_state_save: path is NULL or empty");
     char final[PATH_MAX], tmp[PATH_MAX];
     TERSE_CHECK(rank_path(c, path, "", final, sizeof final));
@@ -125,7 +131,7 @@ terse_status_t terse_state_save(terse_comm_t *c, const char *path)
         put_u64(&b, window ? l->count : 0);
         if (window) put(&b, l->lg->acc, l->count * sizeof(float));
     }
-    put_u64(&b, b.failed ? 0 : checksum(b.data, b.len));
+    put_u64(&b, b.failed ? 0 : state_checksum(b.data, b.len));
 
     int ok = !b.failed;
     char why[2 * PATH_MAX + 128] = "out of memory";
@@ -185,7 +191,7 @@ static terse_status_t parse_file(const terse_comm_t *c, const unsigned char *d, 
     if (version > STATE_VERSION)
         return terse_error(TERSE_ERR_IO, "%s was written by a newer terse (state format %u; this one reads up to %u)",
                            file, version, STATE_VERSION);
-    if (checksum(d, len - 8) != sum)
+    if (state_checksum(d, len - 8) != sum)
         return terse_error(TERSE_ERR_IO, "%s is corrupted or truncated (checksum mismatch)", file);
     if (!get(&r, &rank, 4) || !get(&r, &nranks, 4) || !get(&r, &n_layers, 4) || !get(&r, &out->step, 8))
         return terse_error(TERSE_ERR_IO, "%s is truncated", file);
@@ -252,10 +258,8 @@ static terse_status_t parse_file(const terse_comm_t *c, const unsigned char *d, 
     return TERSE_OK;
 }
 
-terse_status_t terse_state_load(terse_comm_t *c, const char *path)
+static terse_status_t state_load(terse_comm_t *c, const char *path)
 {
-    terse_error_clear();
-    if (!c) return terse_error(TERSE_ERR_ARG, "terse_state_load: communicator is NULL");
     if (!path || !path[0]) return terse_error(TERSE_ERR_ARG, "terse_state_load: path is NULL or empty");
     char file[PATH_MAX];
     TERSE_CHECK(rank_path(c, path, "", file, sizeof file));
@@ -284,6 +288,12 @@ terse_status_t terse_state_load(terse_comm_t *c, const char *path)
     }
     if (f) fclose(f);
     int ok = all_ok(c, s == TERSE_OK);
+    if (ok && !steps_agree(c, pf.step)) {
+        ok = 0;
+        s = terse_error(TERSE_ERR_MISMATCH, "terse_state_load: the ranks' files are from different checkpoints "
+                                            "(this rank's %s is at step %llu, another rank's is not); nothing was loaded",
+                        file, (unsigned long long)pf.step);
+    }
     if (ok) {
         for (size_t i = 0; i < c->n_layers; i++) {
             layer_t *l = &c->layers[i];
@@ -319,4 +329,14 @@ terse_status_t terse_state_load(terse_comm_t *c, const char *path)
     free(pf.window_calls);
     free(pf.plan);
     return s;
+}
+
+terse_status_t terse_state_save(terse_comm_t *c, const char *path)
+{
+    GUARDED_CALL(c, "terse_state_save", state_save(c, path));
+}
+
+terse_status_t terse_state_load(terse_comm_t *c, const char *path)
+{
+    GUARDED_CALL(c, "terse_state_load", state_load(c, path));
 }

@@ -172,8 +172,8 @@ class Comm:
     ``"compressor=topk:density=0.01; feedback=ef"``; None or "" gives the defaults, and the
     ``TERSE_*`` environment variables override it. Creating a Comm is collective.
 
-    Not thread-safe: use one Comm from one thread at a time (different Comms may be used from
-    different threads). Close it with :meth:`close`, a ``with`` block, or let it go: an open
+    One thread at a time per Comm, enforced: a second thread entering a Comm that is inside a
+    call gets TerseError(ERR_STATE) (different Comms may be used from different threads). Close it with :meth:`close`, a ``with`` block, or let it go: an open
     Comm is closed when it is garbage-collected and at interpreter exit.
     """
 

@@ -69,6 +69,43 @@ static void bad_arguments(void)
     terse_comm_destroy(c);
 }
 
+/* A destroyed or never-created handle is TERSE_ERR_ARG in every call that takes one; the
+ * handle is compared, never dereferenced (ASan would catch it). */
+static void dead_handles(void)
+{
+    terse_comm_t *c = NULL;
+    EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, "min_size=0", &c) == TERSE_OK, "%s", terse_last_error());
+    int id = -1;
+    EXPECT(terse_layer_add(c, "x", 4, 1, NULL, &id) == TERSE_OK, "%s", terse_last_error());
+    EXPECT(terse_comm_destroy(c) == TERSE_OK, "%s", terse_last_error());
+    int stack_thing = 0;
+    terse_comm_t *bogus = (terse_comm_t *)&stack_thing;
+    terse_comm_t *handles[2] = {c, bogus};
+    for (int k = 0; k < 2; k++) {
+        terse_comm_t *h = handles[k];
+        const char *what = k == 0 ? "destroyed" : "never created";
+        float x[4] = {1, 2, 3, 4};
+        terse_stats_t st;
+        char buf[256];
+        int r, n, nid = 9;
+        EXPECT(terse_allreduce(h, 0, x) == TERSE_ERR_ARG && strstr(terse_last_error(), "not a live communicator"),
+               "%s: allreduce: %s", what, terse_last_error());
+        float *bufs[1] = {x};
+        EXPECT(terse_allreduce_many(h, 1, &id, bufs) == TERSE_ERR_ARG, "%s: allreduce_many", what);
+        EXPECT(terse_layer_add(h, "y", 4, 1, NULL, &nid) == TERSE_ERR_ARG && nid == 9, "%s: layer_add", what);
+        EXPECT(terse_layer_stats(h, 0, &st) == TERSE_ERR_ARG, "%s: layer_stats", what);
+        EXPECT(terse_step_end(h) == TERSE_ERR_ARG, "%s: step_end", what);
+        EXPECT(terse_set_learning_rate(h, 0.1) == TERSE_ERR_ARG, "%s: set_learning_rate", what);
+        EXPECT(terse_comm_rank(h, &r, &n) == TERSE_ERR_ARG, "%s: comm_rank", what);
+        EXPECT(terse_comm_config(h, buf, sizeof buf) == TERSE_ERR_ARG, "%s: comm_config", what);
+        EXPECT(terse_state_save(h, "/tmp/terse-dead") == TERSE_ERR_ARG, "%s: state_save", what);
+        EXPECT(terse_state_load(h, "/tmp/terse-dead") == TERSE_ERR_ARG, "%s: state_load", what);
+        EXPECT(terse_comm_destroy(h) == TERSE_ERR_ARG && strstr(terse_last_error(), "terse_comm_destroy"),
+               "%s: destroy: %s", what, terse_last_error());
+        EXPECT(x[0] == 1 && x[3] == 4, "%s: buf untouched", what);
+    }
+}
+
 /* Ranks that call different layers or sizes all get TERSE_ERR_MISMATCH, and a following
  * agreeing call works as if the bad one never happened. */
 static void mismatch(void)
@@ -188,6 +225,7 @@ int main(int argc, char **argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks_);
     bad_arguments();
+    dead_handles();
     mismatch();
     nonfinite("error");
     nonfinite("skip");

@@ -16,6 +16,27 @@ static void grad(float *g, size_t n, int call)
         g[i] = (float)(((i * 2654435761u + (size_t)call * 97u + (size_t)rank_ * 31u) % 1000u)) / 500.0f - 1.0f;
 }
 
+/* Copies this rank's file of checkpoint `from` to checkpoint `to`. */
+static void copy_file(const char *from, const char *to)
+{
+    char src[160], dst[160], buf[4096];
+    snprintf(src, sizeof src, "%s.rank%d", from, rank_);
+    snprintf(dst, sizeof dst, "%s.rank%d", to, rank_);
+    FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
+    EXPECT(in && out, "open %s and %s", src, dst);
+    size_t n;
+    while (in && out && (n = fread(buf, 1, sizeof buf, in)) > 0) EXPECT(fwrite(buf, 1, n, out) == n, "write %s", dst);
+    if (in) fclose(in);
+    if (out) fclose(out);
+}
+
+static void remove_rank_file(const char *path)
+{
+    char f[160];
+    snprintf(f, sizeof f, "%s.rank%d", path, rank_);
+    unlink(f);
+}
+
 static terse_comm_t *make(int *ids)
 {
     terse_comm_t *c = NULL;
@@ -71,6 +92,26 @@ int main(int argc, char **argv)
     EXPECT(terse_state_load(other, path) != TERSE_OK && terse_last_error()[0], "different layers are refused");
     terse_comm_destroy(other);
 
+    /* files from two checkpoints (the last rank's from a later save, as a job killed between
+     * the ranks' renames would leave them): refused on every rank, nothing changes */
+    if (nranks_ > 1) {
+        char later[128], mixed[128];
+        snprintf(later, sizeof later, "%s/later", dir);
+        snprintf(mixed, sizeof mixed, "%s/mixed", dir);
+        EXPECT(terse_state_save(a, later) == TERSE_OK, "save: %s", terse_last_error());
+        copy_file(rank_ == nranks_ - 1 ? later : path, mixed);
+        MPI_Barrier(MPI_COMM_WORLD);
+        terse_comm_t *m = make(ids2);
+        terse_status_t ms = terse_state_load(m, mixed);
+        EXPECT(ms == TERSE_ERR_MISMATCH && strstr(terse_last_error(), "different checkpoints"),
+               "files of different steps: %d %s", ms, terse_last_error());
+        terse_layer_stats(m, ids2[0], &st);
+        EXPECT(st.calls == 0 && st.step == 0, "nothing loaded from a mix");
+        terse_comm_destroy(m);
+        remove_rank_file(later);
+        remove_rank_file(mixed);
+    }
+
     /* a corrupted file on the last rank: every rank fails, nothing changes */
     char mine[160];
     snprintf(mine, sizeof mine, "%s.rank%d", path, rank_);
@@ -98,7 +139,7 @@ int main(int argc, char **argv)
     terse_comm_destroy(r);
     terse_comm_destroy(a);
     MPI_Barrier(MPI_COMM_WORLD);
-    unlink(mine);
+    remove_rank_file(path);
     MPI_Barrier(MPI_COMM_WORLD);
     if (rank_ == 0) rmdir(dir);
     int rc = mpitest_finish("test_state");
