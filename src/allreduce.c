@@ -46,7 +46,7 @@ static const char *header_field_name(int w)
     case HDR_FINGERPRINT: return "codec/feedback configuration";
     case HDR_CALL: return "call number of the layer";
     case HDR_PLAN: return "L-GreCo plan version";
-    case HDR_FLAGS: return "uncompressed-call flag";
+    case HDR_FLAGS: return "uncompressed-call flag and nonfinite= setting (flag bits)";
     }
     return "header";
 }
@@ -61,8 +61,8 @@ static terse_status_t headers_agree(const terse_comm_t *c, const uint64_t *mine)
         for (int w = HDR_MAGIC; w < HDR_WIRE; w++) {
             uint64_t a = h[w], b = mine[w];
             if (w == HDR_FLAGS) {
-                a &= HDR_FLAG_UNCOMPRESSED;
-                b &= HDR_FLAG_UNCOMPRESSED;
+                a &= HDR_FLAGS_AGREED;
+                b &= HDR_FLAGS_AGREED;
             }
             if (a == b) continue;
             /* report against rank 0's view so every rank prints the same sentence */
@@ -70,7 +70,7 @@ static terse_status_t headers_agree(const terse_comm_t *c, const uint64_t *mine)
             for (int q = 1; q < n; q++) {
                 const uint64_t *hq = c->headers + (size_t)q * HDR_WORDS;
                 uint64_t x = h0[w], y = hq[w];
-                if (w == HDR_FLAGS) { x &= HDR_FLAG_UNCOMPRESSED; y &= HDR_FLAG_UNCOMPRESSED; }
+                if (w == HDR_FLAGS) { x &= HDR_FLAGS_AGREED; y &= HDR_FLAGS_AGREED; }
                 if (x != y)
                     return terse_error(TERSE_ERR_MISMATCH,
                                        "ranks disagree on the %s: rank 0 has %llu (layer %lld, %llu elements), "
@@ -108,7 +108,7 @@ terse_status_t engine_agree(terse_comm_t *c, int layer, float *buf, uint64_t fla
     hdr[HDR_FINGERPRINT] = l->fingerprint;
     hdr[HDR_CALL] = l->calls;
     hdr[HDR_PLAN] = c->lg.version;
-    hdr[HDR_FLAGS] = flags;
+    hdr[HDR_FLAGS] = flags | (uint64_t)l->cfg.nonfinite << HDR_NONFINITE_MODE_SHIFT;
     hdr[HDR_WIRE] = wire;
     TERSE_CHECK(tp->ops->allgather(tp, hdr, sizeof hdr, c->headers));
     TERSE_CHECK(headers_agree(c, hdr));
@@ -246,7 +246,7 @@ static terse_status_t allreduce_one(terse_comm_t *c, int layer, float *buf)
 
 terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf)
 {
-    GUARDED_CALL(c, "terse_allreduce", allreduce_one(c, layer, buf));
+    GUARDED_MPI_CALL(c, "terse_allreduce", allreduce_one(c, layer, buf));
 }
 
 static terse_status_t allreduce_many(terse_comm_t *c, int n, const int *layers, float *const *bufs)
@@ -263,7 +263,7 @@ static terse_status_t allreduce_many(terse_comm_t *c, int n, const int *layers, 
 
 terse_status_t terse_allreduce_many(terse_comm_t *c, int n, const int *layers, float *const *bufs)
 {
-    GUARDED_CALL(c, "terse_allreduce_many", allreduce_many(c, n, layers, bufs));
+    GUARDED_MPI_CALL(c, "terse_allreduce_many", allreduce_many(c, n, layers, bufs));
 }
 
 /* The parameter slot of ef's learning rate (src/feedback/registry.c). */

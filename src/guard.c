@@ -1,6 +1,7 @@
 /* The communicator guard (guard.h): a mutex-protected list of live handles, each with the
  * name of the call in progress on it, or NULL. Lists are short (a process has a handful of
  * communicators), so a linear scan under the lock costs well under a microsecond per call. */
+#include <mpi.h>
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -100,4 +101,14 @@ void guard_leave(terse_comm_t *c)
     entry_t *e = find(c);
     if (e) e->busy = NULL;
     pthread_mutex_unlock(&lock);
+}
+
+terse_status_t guard_enter_mpi(terse_comm_t *c, const char *fn)
+{
+    TERSE_CHECK(guard_enter(c, fn));
+    int fin = 0;
+    MPI_Finalized(&fin);
+    if (!fin) return TERSE_OK;
+    guard_leave(c);
+    return terse_error(TERSE_ERR_STATE, "%s: MPI has been finalised; destroy the communicator before MPI_Finalize", fn);
 }

@@ -29,12 +29,18 @@ terse_status_t guard_check(const terse_comm_t *c, const char *fn);
 terse_status_t guard_enter(terse_comm_t *c, const char *fn);
 void guard_leave(terse_comm_t *c);
 
+/* guard_enter for a collective call, which also needs MPI: TERSE_ERR_STATE if MPI has been
+ * finalised (c is not entered then). */
+terse_status_t guard_enter_mpi(terse_comm_t *c, const char *fn);
+
 /* The body of a public function that enters c for the length of `call`:
  *     terse_status_t terse_step_end(terse_comm_t *c) { GUARDED_CALL(c, "terse_step_end", step_end(c)); } */
-#define GUARDED_CALL(c, fn, call)                                                           \
+#define GUARDED_CALL(c, fn, call) GUARDED_BY(guard_enter, c, fn, call)
+#define GUARDED_MPI_CALL(c, fn, call) GUARDED_BY(guard_enter_mpi, c, fn, call)
+#define GUARDED_BY(enter, c, fn, call)                                                      \
     do {                                                                                    \
         terse_error_clear();                                                                \
-        terse_status_t guard_s_ = guard_enter((c), (fn));                                   \
+        terse_status_t guard_s_ = enter((c), (fn));                                         \
         if (guard_s_ != TERSE_OK) return guard_s_;                                          \
         guard_s_ = (call);                                                                  \
         guard_leave(c);                                                                     \

@@ -93,7 +93,10 @@ struct terse_comm {
 /* The header every rank contributes before an exchange (words of uint64). */
 enum { HDR_MAGIC, HDR_LAYER, HDR_COUNT, HDR_FINGERPRINT, HDR_CALL, HDR_PLAN, HDR_FLAGS, HDR_WIRE,
        HDR_WORDS };
-enum { HDR_FLAG_NONFINITE = 1, HDR_FLAG_UNCOMPRESSED = 2 };
+enum { HDR_FLAG_NONFINITE = 1, HDR_FLAG_UNCOMPRESSED = 2, HDR_NONFINITE_MODE_SHIFT = 2 };
+/* The flag bits every rank must have alike: the uncompressed-call flag and the layer's
+ * nonfinite= setting (bits 2-3), so that no rank skips a call another one fails. */
+#define HDR_FLAGS_AGREED ((uint64_t)HDR_FLAG_UNCOMPRESSED | (3u << HDR_NONFINITE_MODE_SHIFT))
 
 extern const codec_ops_t codec_none_ops;
 extern const feedback_ops_t feedback_none_ops;

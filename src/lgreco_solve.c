@@ -136,6 +136,7 @@ terse_status_t terse_lgreco_solve(size_t n_layers, size_t n_candidates, const do
                                   const double *errors, double budget, size_t buckets,
                                   size_t *choice)
 {
+    terse_error_clear();
     if (!sizes || !errors || !choice)
         return terse_error(TERSE_ERR_ARG,
                            "terse_lgreco_solve: %s is NULL; sizes and errors must point to "

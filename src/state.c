@@ -90,8 +90,10 @@ static int steps_agree(terse_comm_t *c, uint64_t step)
 static terse_status_t rank_path(const terse_comm_t *c, const char *path, const char *suffix,
                                 char *out, size_t len)
 {
-    if ((size_t)snprintf(out, len, "%s.rank%d%s", path, c->tp.rank, suffix) >= len)
-        return terse_error(TERSE_ERR_ARG, "state file path '%s' is too long", path);
+    const size_t need = (size_t)snprintf(out, len, "%s.rank%d%s", path, c->tp.rank, suffix);
+    if (need >= len)
+        return terse_error(TERSE_ERR_ARG, "state file path is too long (%zu bytes with the rank suffix; at most %zu): '%.80s...'",
+                           need, len - 1, path);
     return TERSE_OK;
 }
 
@@ -333,10 +335,10 @@ static terse_status_t state_load(terse_comm_t *c, const char *path)
 
 terse_status_t terse_state_save(terse_comm_t *c, const char *path)
 {
-    GUARDED_CALL(c, "terse_state_save", state_save(c, path));
+    GUARDED_MPI_CALL(c, "terse_state_save", state_save(c, path));
 }
 
 terse_status_t terse_state_load(terse_comm_t *c, const char *path)
 {
-    GUARDED_CALL(c, "terse_state_load", state_load(c, path));
+    GUARDED_MPI_CALL(c, "terse_state_load", state_load(c, path));
 }

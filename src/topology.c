@@ -225,5 +225,6 @@ terse_status_t topology_describe(char *buf, size_t len)
 
 TERSE_API terse_status_t terse_topology_describe(char *buf, size_t len)
 {
+    terse_error_clear();
     return topology_describe(buf, len);
 }

@@ -31,6 +31,19 @@ static void bad_arguments(void)
            "a codec not built yet: %s", terse_last_error());
     EXPECT(terse_comm_create_mpi_f(-12345, NULL, &c) != TERSE_OK && c == NULL, "bad Fortran handle");
     EXPECT(terse_comm_destroy(NULL) == TERSE_OK, "destroy(NULL) is fine");
+    EXPECT(terse_comm_create_world(NULL, NULL) == TERSE_ERR_ARG && has_message(), "world: NULL out");
+    EXPECT(terse_comm_create_mpi_f(0, NULL, NULL) == TERSE_ERR_ARG && has_message(), "Fortran: NULL out");
+    if (nranks_ > 1) {
+        /* the two halves of the ranks, joined by an inter-communicator */
+        MPI_Comm half, inter;
+        MPI_Comm_split(MPI_COMM_WORLD, rank_ % 2, rank_, &half);
+        MPI_Intercomm_create(half, 0, MPI_COMM_WORLD, rank_ % 2 ? 0 : 1, 99, &inter);
+        EXPECT(terse_comm_create_mpi(inter, NULL, &c) == TERSE_ERR_ARG && c == NULL &&
+                   strstr(terse_last_error(), "inter-communicator"),
+               "an inter-communicator: %s", terse_last_error());
+        MPI_Comm_free(&inter);
+        MPI_Comm_free(&half);
+    }
 
     EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, "compressor=topk:k=2; feedback=ef; min_size=0", &c) == TERSE_OK,
            "%s", terse_last_error());
@@ -53,15 +66,41 @@ static void bad_arguments(void)
     EXPECT(terse_allreduce(c, -1, x) == TERSE_ERR_ARG, "negative layer id");
     EXPECT(terse_allreduce(c, 0, NULL) == TERSE_ERR_ARG && has_message(), "NULL buf");
     EXPECT(terse_allreduce_many(c, -1, NULL, NULL) == TERSE_ERR_ARG, "negative count");
+    EXPECT(terse_allreduce_many(NULL, 1, &id, NULL) == TERSE_ERR_ARG && has_message(), "many: NULL comm");
+    {
+        /* stops at the first error: layer 0 after the unknown id is not reduced */
+        int ids[2] = {99, 0};
+        float *bufs[2] = {x, x};
+        terse_stats_t st0;
+        EXPECT(terse_allreduce_many(c, 2, ids, bufs) == TERSE_ERR_ARG && strstr(terse_last_error(), "99"),
+               "many with an unknown id: %s", terse_last_error());
+        EXPECT(terse_layer_stats(c, 0, &st0) == TERSE_OK && st0.calls == 0, "many stopped at the bad id");
+    }
     EXPECT(terse_allreduce_many(c, 1, NULL, NULL) == TERSE_ERR_ARG, "NULL arrays");
     EXPECT(terse_allreduce_many(c, 0, NULL, NULL) == TERSE_OK, "zero layers is fine");
     terse_stats_t st;
     EXPECT(terse_layer_stats(c, 0, NULL) == TERSE_ERR_ARG, "NULL stats");
     EXPECT(terse_layer_stats(c, 5, &st) == TERSE_ERR_ARG, "stats of an unknown layer");
+    EXPECT(terse_layer_stats(c, -1, &st) == TERSE_ERR_ARG && has_message(), "stats of layer -1");
+    EXPECT(terse_layer_stats(NULL, 0, &st) == TERSE_ERR_ARG && has_message(), "stats: NULL comm");
     EXPECT(terse_step_end(NULL) == TERSE_ERR_ARG, "step_end(NULL)");
     char small[8];
-    EXPECT(terse_comm_config(c, small, sizeof small) == TERSE_ERR_ARG, "config into a small buffer");
+    EXPECT(terse_comm_config(c, small, sizeof small) == TERSE_ERR_ARG && strstr(terse_last_error(), "too small"),
+           "config into a small buffer: %s", terse_last_error());
+    EXPECT(terse_comm_config(NULL, small, sizeof small) == TERSE_ERR_ARG && has_message(), "config: NULL comm");
+    EXPECT(terse_comm_config(c, NULL, 100) == TERSE_ERR_ARG && has_message(), "config: NULL buf");
+    {
+        char full[1024];
+        EXPECT(terse_comm_config(c, full, sizeof full) == TERSE_OK && !has_message(), "config: %s", terse_last_error());
+        const size_t need = strlen(full) + 1;
+        char *exact = malloc(need);
+        EXPECT(terse_comm_config(c, exact, need - 1) == TERSE_ERR_ARG, "config: one byte short");
+        EXPECT(terse_comm_config(c, exact, need) == TERSE_OK && strcmp(exact, full) == 0, "config: exact fit");
+        free(exact);
+    }
     int r = -1, n = -1;
+    EXPECT(terse_comm_rank(NULL, &r, &n) == TERSE_ERR_ARG && has_message() && r == -1, "rank: NULL comm");
+    EXPECT(terse_comm_rank(c, NULL, NULL) == TERSE_ERR_ARG && has_message(), "rank: both outputs NULL");
     EXPECT(terse_comm_rank(c, &r, &n) == TERSE_OK && r == rank_ && n == nranks_, "rank/size");
     /* the communicator still works after all that */
     float y[4] = {1, 2, 3, 4};
@@ -120,6 +159,8 @@ static void mismatch(void)
     terse_layer_add(c, "odd", rank_ == nranks_ - 1 ? 9 : 8, 1, NULL, &odd);
     int codec_layer;
     terse_layer_add(c, "codec", 8, 1, rank_ == nranks_ - 1 ? "compressor=topk:k=3" : NULL, &codec_layer);
+    int nf_layer; /* one rank would skip a NaN step that the others fail */
+    terse_layer_add(c, "nf", 8, 1, rank_ == nranks_ - 1 ? "nonfinite=skip" : NULL, &nf_layer);
     float g[9], ref[9];
     for (int i = 0; i < 9; i++) g[i] = (float)(i + 1) * (rank_ + 1);
     if (nranks_ > 1) {
@@ -132,6 +173,9 @@ static void mismatch(void)
         EXPECT(s == TERSE_ERR_MISMATCH, "different sizes: %d %s", s, terse_last_error());
         s = terse_allreduce(c, codec_layer, g);
         EXPECT(s == TERSE_ERR_MISMATCH, "different codecs: %d %s", s, terse_last_error());
+        s = terse_allreduce(c, nf_layer, g);
+        EXPECT(s == TERSE_ERR_MISMATCH && strstr(terse_last_error(), "nonfinite"),
+               "different nonfinite settings: %d %s", s, terse_last_error());
     }
     /* state untouched: a's first real call gives the same as a fresh communicator's */
     terse_comm_t *fresh = NULL;
@@ -230,13 +274,32 @@ int main(int argc, char **argv)
     nonfinite("error");
     nonfinite("skip");
     learning_rate();
+    /* a communicator left alive across MPI_Finalize */
+    terse_comm_t *late = NULL;
+    int lid = -1;
+    EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, "min_size=0", &late) == TERSE_OK &&
+               terse_layer_add(late, "x", 4, 1, NULL, &lid) == TERSE_OK, "%s", terse_last_error());
     int rc = mpitest_finish("test_errors");
     MPI_Finalize();
-    /* after MPI_Finalize, creating a communicator is an error, not a crash */
+    /* after MPI_Finalize: errors, not crashes (checked by hand: mpitest counts need MPI) */
     terse_comm_t *c = NULL;
     terse_status_t s = terse_comm_create_world(NULL, &c);
     if (s != TERSE_ERR_STATE || c != NULL) {
         fprintf(stderr, "rank %d: create after MPI_Finalize gave %d\n", rank_, s);
+        rc = 1;
+    }
+    float x[4] = {1, 2, 3, 4};
+    float *bufs[1] = {x};
+    const terse_status_t after[] = {terse_allreduce(late, lid, x), terse_allreduce_many(late, 1, &lid, bufs),
+                                    terse_state_save(late, "/tmp/terse-late"), terse_state_load(late, "/tmp/terse-late")};
+    for (size_t i = 0; i < sizeof after / sizeof after[0]; i++)
+        if (after[i] != TERSE_ERR_STATE) {
+            fprintf(stderr, "rank %d: collective call %zu after MPI_Finalize gave %d\n", rank_, i, after[i]);
+            rc = 1;
+        }
+    terse_stats_t st;
+    if (terse_layer_stats(late, lid, &st) != TERSE_OK || st.calls != 0 || terse_comm_destroy(late) != TERSE_OK) {
+        fprintf(stderr, "rank %d: stats or destroy after MPI_Finalize: %s\n", rank_, terse_last_error());
         rc = 1;
     }
     return rc;

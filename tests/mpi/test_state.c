@@ -1,6 +1,7 @@
 /* terse_state_save / terse_state_load under mpirun: a run resumed from a checkpoint equals
  * the uninterrupted run bit for bit; bad files fail on every rank and change nothing. */
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "mpitest.h"
@@ -35,6 +36,143 @@ static void remove_rank_file(const char *path)
     char f[160];
     snprintf(f, sizeof f, "%s.rank%d", path, rank_);
     unlink(f);
+}
+
+static unsigned char *slurp(const char *file, size_t *len)
+{
+    FILE *f = fopen(file, "rb");
+    EXPECT(f != NULL, "open %s", file);
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *d = malloc(*len + 64);
+    EXPECT(fread(d, 1, *len, f) == *len, "read %s", file);
+    fclose(f);
+    return d;
+}
+
+static void spit(const char *path, const unsigned char *d, size_t len)
+{
+    char file[160];
+    snprintf(file, sizeof file, "%s.rank%d", path, rank_);
+    FILE *f = fopen(file, "wb");
+    EXPECT(f && fwrite(d, 1, len, f) == len, "write %s", file);
+    if (f) fclose(f);
+}
+
+/* Recomputes the trailing checksum (FNV-1a of every byte before it), so that a crafted
+ * file gets past it to the check it is meant for. */
+static void reseal(unsigned char *d, size_t len)
+{
+    const uint64_t sum = mpitest_hash(d, len - 8);
+    memcpy(d + len - 8, &sum, 8);
+}
+
+static terse_comm_t *make(int *ids);
+static void run(terse_comm_t *c, const int *ids, int from, int to, float *w, float *b);
+
+/* Files crafted from this rank's valid checkpoint at `path`: each is refused on every rank
+ * with the status and words it calls for, and the communicator stays as it was. */
+static void crafted_files(const char *dir, const char *path)
+{
+    char mine[160], next[160], crafted[128];
+    snprintf(mine, sizeof mine, "%s.rank%d", path, rank_);
+    snprintf(next, sizeof next, "%s.rank%d", path, (rank_ + 1) % nranks_);
+    snprintf(crafted, sizeof crafted, "%s/crafted", dir);
+    size_t len = 0, nlen = 0;
+    unsigned char *d = slurp(mine, &len);
+    if (!d) return;
+    int ids[2];
+    terse_comm_t *z = make(ids);
+    const uint32_t newer = 99, more_ranks = (uint32_t)nranks_ + 1;
+    struct {
+        const char *what, *words;
+        terse_status_t want;
+        size_t offset; /* where to write `value` (4 bytes), or 0 */
+        uint32_t value;
+    } cases[] = {
+        {"a file from a newer version", "newer", TERSE_ERR_IO, 8, newer},
+        {"a file for another rank count", "holds rank", TERSE_ERR_MISMATCH, 16, more_ranks},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        unsigned char *e = malloc(len);
+        memcpy(e, d, len);
+        memcpy(e + cases[k].offset, &cases[k].value, 4);
+        reseal(e, len);
+        spit(crafted, e, len);
+        free(e);
+        MPI_Barrier(MPI_COMM_WORLD);
+        terse_status_t s = terse_state_load(z, crafted);
+        EXPECT(s == cases[k].want && strstr(terse_last_error(), cases[k].words), "%s: %d %s", cases[k].what, s,
+               terse_last_error());
+    }
+    /* not a state file at all */
+    spit(crafted, (const unsigned char *)"hello, world", 12);
+    MPI_Barrier(MPI_COMM_WORLD);
+    EXPECT(terse_state_load(z, crafted) == TERSE_ERR_IO && strstr(terse_last_error(), "not a terse state file"),
+           "a foreign file: %s", terse_last_error());
+    /* bytes after the last layer, checksum intact */
+    unsigned char *t = realloc(d, len + 8);
+    d = t;
+    memmove(d + len, d + len - 8, 8);
+    memset(d + len - 8, 0, 8);
+    reseal(d, len + 8);
+    spit(crafted, d, len + 8);
+    MPI_Barrier(MPI_COMM_WORLD);
+    EXPECT(terse_state_load(z, crafted) == TERSE_ERR_IO && strstr(terse_last_error(), "trailing"),
+           "trailing bytes: %s", terse_last_error());
+    /* the next rank's file in this rank's place */
+    if (nranks_ > 1) {
+        unsigned char *o = slurp(next, &nlen);
+        if (o) spit(crafted, o, nlen);
+        free(o);
+        MPI_Barrier(MPI_COMM_WORLD);
+        EXPECT(terse_state_load(z, crafted) == TERSE_ERR_MISMATCH && strstr(terse_last_error(), "holds rank"),
+               "another rank's file: %s", terse_last_error());
+    }
+    /* paths */
+    char *longp = malloc(5000);
+    memset(longp, 'a', 4999);
+    longp[4999] = '\0';
+    EXPECT(terse_state_save(z, longp) == TERSE_ERR_ARG && strstr(terse_last_error(), "too long"), "save: a long path");
+    EXPECT(terse_state_load(z, longp) == TERSE_ERR_ARG, "load: a long path");
+    EXPECT(terse_state_save(z, "") == TERSE_ERR_ARG && terse_state_load(z, "") == TERSE_ERR_ARG, "empty paths");
+    EXPECT(terse_state_save(z, NULL) == TERSE_ERR_ARG, "save: NULL path");
+    free(longp);
+    terse_stats_t st;
+    terse_layer_stats(z, ids[0], &st);
+    EXPECT(st.calls == 0 && st.step == 0, "nothing loaded from any crafted file");
+    terse_comm_destroy(z);
+    remove_rank_file(crafted);
+    free(d);
+}
+
+/* A save that fails on one rank only (its temporary file cannot be created) fails on every
+ * rank and leaves the previous checkpoint in place and loadable. */
+static void unwritable_on_one_rank(const char *dir, const char *path)
+{
+    if (nranks_ < 2) return;
+    char block[160];
+    snprintf(block, sizeof block, "%s.rank%d.tmp", path, nranks_ - 1);
+    if (rank_ == nranks_ - 1) EXPECT(mkdir(block, 0700) == 0, "mkdir %s", block);
+    MPI_Barrier(MPI_COMM_WORLD);
+    int ids[2];
+    terse_comm_t *z = make(ids);
+    float w[1000], b[7];
+    run(z, ids, 0, 2, w, b);
+    terse_status_t s = terse_state_save(z, path);
+    EXPECT(s == TERSE_ERR_IO && strstr(terse_last_error(), "no checkpoint was replaced"),
+           "a save failing on one rank: %d %s", s, terse_last_error());
+    terse_comm_destroy(z);
+    if (rank_ == nranks_ - 1) rmdir(block);
+    z = make(ids);
+    EXPECT(terse_state_load(z, path) == TERSE_OK, "the previous checkpoint still loads: %s", terse_last_error());
+    terse_stats_t st;
+    terse_layer_stats(z, ids[0], &st);
+    EXPECT(st.step == 5, "and is the previous one: step %llu", (unsigned long long)st.step);
+    terse_comm_destroy(z);
+    (void)dir;
 }
 
 static terse_comm_t *make(int *ids)
@@ -111,6 +249,9 @@ int main(int argc, char **argv)
         remove_rank_file(later);
         remove_rank_file(mixed);
     }
+
+    crafted_files(dir, path);
+    unwritable_on_one_rank(dir, path);
 
     /* a corrupted file on the last rank: every rank fails, nothing changes */
     char mine[160];
