@@ -13,7 +13,9 @@
  * Handles: every function that takes a communicator checks that it is live. A destroyed or
  * never-created handle gives TERSE_ERR_ARG ("not a live communicator"); the handle is
  * compared with the live ones, never dereferenced. (A new communicator that happens to get
- * the address of a destroyed one is indistinguishable from it.)
+ * the address of a destroyed one is indistinguishable from it.) The collective calls
+ * (allreduce, state save and load) return TERSE_ERR_STATE once MPI has been finalised;
+ * destroying a communicator after MPI_Finalize is fine.
  *
  * Thread safety: a communicator is used by one thread at a time, and terse enforces it: a
  * call that enters a communicator while another thread is inside a call on it returns

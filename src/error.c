@@ -1,6 +1,7 @@
 /* Status strings and the thread-local last-error message. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "error.h"
 
@@ -8,10 +9,14 @@ static _Thread_local char last_error[1024];
 
 terse_status_t terse_error(terse_status_t s, const char *fmt, ...)
 {
+    /* formatted aside first: an argument may be the current message itself
+     * ("layer configuration: %s", terse_last_error()) */
+    char msg[sizeof last_error];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    memcpy(last_error, msg, sizeof msg);
     return s;
 }
 

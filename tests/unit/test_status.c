@@ -85,6 +85,14 @@ START_TEST(last_error_holds_the_formatted_message_and_returns_the_status)
 }
 END_TEST
 
+START_TEST(last_error_may_quote_the_previous_message)
+{
+    terse_error(TERSE_ERR_ARG, "density=2 is out of range (0, 1]");
+    terse_error(TERSE_ERR_ARG, "layer configuration: %s", terse_last_error());
+    ck_assert_str_eq(terse_last_error(), "layer configuration: density=2 is out of range (0, 1]");
+}
+END_TEST
+
 START_TEST(last_error_truncates_a_long_message)
 {
     char big[5000];
@@ -148,6 +156,7 @@ static Suite *status_suite(void)
     TCase *tc_error = tcase_create("last_error");
     tcase_add_test(tc_error, last_error_is_empty_after_clear);
     tcase_add_test(tc_error, last_error_holds_the_formatted_message_and_returns_the_status);
+    tcase_add_test(tc_error, last_error_may_quote_the_previous_message);
     tcase_add_test(tc_error, last_error_truncates_a_long_message);
     tcase_add_test(tc_error, last_error_is_per_thread);
     suite_add_tcase(s, tc_error);
