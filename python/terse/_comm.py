@@ -4,9 +4,11 @@ from __future__ import annotations
 import atexit
 import ctypes
 import itertools
+import math
 import operator
 import os
 import sys
+import threading
 import weakref
 from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union)
 
@@ -25,6 +27,14 @@ _STATS_FIELDS = ("count", "calls", "skipped", "step", "wire_bytes", "sent_bytes"
                  "total_sent_bytes", "compress_us", "comm_us", "decompress_us", "plan_version",
                  "plan_fallbacks", "plan_us", "plan_measure_us", "plan_solve_us",
                  "sent_inter_bytes", "hier_nodes")
+
+
+#: The ranges of the C types the binding passes Python ints as: ctypes would silently keep
+#: only the low bits of anything outside them (2**32 as a c_int is 0, 2**64 + 4 as a size_t
+#: is 4), so every such int is checked against these first.
+SIZE_MAX = (1 << (8 * ctypes.sizeof(ctypes.c_size_t))) - 1
+INT_MIN = -(1 << (8 * ctypes.sizeof(ctypes.c_int) - 1))
+INT_MAX = (1 << (8 * ctypes.sizeof(ctypes.c_int) - 1)) - 1
 
 
 def _check(status: int) -> None:
@@ -46,7 +56,41 @@ def _encode(text: Optional[str], what: str) -> Optional[bytes]:
         raise _arg_error(f"{what} must be a str or None, not {type(text).__name__}")
     if "\0" in text:
         raise _arg_error(f"{what} contains a NUL character")
-    return text.encode("utf-8")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise _arg_error(f"{what} cannot be encoded as UTF-8 ({e.reason} at index "
+                         f"{e.start})") from None
+
+
+def _path(path: Any, where: str) -> bytes:
+    """A file path as the bytes C gets (``os.fsencode``), or a TerseError naming it."""
+    if isinstance(path, bool) or path is None:
+        raise _arg_error(f"{where}: path must be a str, bytes or os.PathLike, not {path!r}")
+    try:
+        p = os.fsencode(path)
+    except TypeError:
+        raise _arg_error(f"{where}: path must be a str, bytes or os.PathLike, not "
+                         f"{type(path).__module__}.{type(path).__qualname__}") from None
+    except UnicodeError as e:
+        raise _arg_error(f"{where}: path {path!r} cannot be encoded for the file system "
+                         f"({e})") from None
+    if b"\0" in p:
+        raise _arg_error(f"{where}: path {path!r} contains a NUL character")
+    return p
+
+
+def _real(value: Any, what: str) -> float:
+    """A Python float from a real number (int, float, numpy scalar, 0-d tensor), or a
+    TerseError naming the argument (a str, bytes or bool is refused, not converted)."""
+    if isinstance(value, (str, bytes, bytearray, bool, np.bool_)):
+        raise _arg_error(f"{what} must be a real number, not {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as e:
+        raise _arg_error(f"{what} must be a real number, not {value!r} ({e})") from None
+    except OverflowError:
+        raise _arg_error(f"{what} = {value!r} is out of the range of a double") from None
 
 
 def _matrix_shape(shape: Tuple[int, ...]) -> Tuple[int, int]:
@@ -76,6 +120,23 @@ def _normalise_shape(shape: Shape) -> Tuple[int, ...]:
     return dims
 
 
+def _layer_matrix(dims: Tuple[int, ...]) -> Tuple[int, int]:
+    """rows x cols of a normalised shape, refusing what a size_t cannot hold exactly (ctypes
+    would pass 2**64 + 4 as 4): every dimension, rows, cols and their product. Sizes that
+    fit but exceed TERSE_MAX_LAYER_COUNT are left to terse_layer_add, which refuses them."""
+    for d in dims:
+        if d > SIZE_MAX:
+            raise _arg_error(f"shape {dims}: dimension {d} does not fit in a size_t (at most "
+                             f"{SIZE_MAX}); terse's per-layer maximum is 2**28 elements "
+                             "(TERSE_MAX_LAYER_COUNT)")
+    rows, cols = _matrix_shape(dims)
+    if cols > SIZE_MAX or rows * cols > SIZE_MAX:
+        raise _arg_error(f"shape {dims} has {math.prod(dims)} elements, more than a size_t "
+                         "holds; terse's per-layer maximum is 2**28 elements "
+                         "(TERSE_MAX_LAYER_COUNT)")
+    return rows, cols
+
+
 def _torch_module():
     # Only a tensor of an already imported torch can be passed in: never import torch here.
     return sys.modules.get("torch")
@@ -98,6 +159,9 @@ def _as_array(buf: Buffer, where: str) -> np.ndarray:
         if not buf.is_contiguous():
             raise _arg_error(f"{where}: the tensor is not contiguous (strides "
                              f"{tuple(buf.stride())}); pass .contiguous() and copy the result back")
+        if getattr(buf, "is_neg", None) is not None and buf.is_neg():
+            raise _arg_error(f"{where}: the tensor is a lazy negation (its negative bit is set); "
+                             "pass .resolve_neg() and copy the result back")
         return buf.detach().numpy()  # a view: same memory, written in place
     if not isinstance(buf, np.ndarray):
         raise _arg_error(f"{where}: expected a numpy.ndarray or a torch.Tensor, got "
@@ -122,7 +186,7 @@ class _Layer:
 
     def __init__(self, name: str, id: int, shape: Tuple[int, ...], config: Optional[str]):
         self.name, self.id, self.shape, self.config = name, id, shape, config
-        self.rows, self.cols = _matrix_shape(shape)
+        self.rows, self.cols = _layer_matrix(shape)
 
 
 # Open communicators, closed at interpreter exit (before mpi4py's own MPI_Finalize, which
@@ -133,6 +197,7 @@ _serial = itertools.count()
 # MPI, so that closing the user's last Comm does not finalise MPI: MPI then lives until the
 # interpreter exits, as with mpi4py, and a later terse.Comm() still works.
 _keeper: Optional[ctypes.c_void_p] = None
+_keeper_lock = threading.Lock()
 
 
 def _mpi_running(lib: ctypes.CDLL) -> Tuple[bool, bool]:
@@ -173,8 +238,9 @@ class Comm:
     ``TERSE_*`` environment variables override it. Creating a Comm is collective.
 
     One thread at a time per Comm, enforced: a second thread entering a Comm that is inside a
-    call gets TerseError(ERR_STATE) (different Comms may be used from different threads). Close it with :meth:`close`, a ``with`` block, or let it go: an open
-    Comm is closed when it is garbage-collected and at interpreter exit.
+    call gets TerseError(ERR_STATE) (different Comms may be used from different threads).
+    Close it with :meth:`close`, a ``with`` block, or let it go: an open Comm is closed when
+    it is garbage-collected and at interpreter exit.
     """
 
     def __init__(self, config: Optional[str] = None, comm: Any = None) -> None:
@@ -183,16 +249,22 @@ class Comm:
         self._serial = next(_serial)
         self._layers: Dict[str, _Layer] = {}
         self._by_id: List[_Layer] = []
+        # Held by layer() and close(), never waited for: the id table must change together
+        # with terse's (a check, the C call with the GIL released, the append), and close()
+        # must not free the handle under them. A second thread finding it held gets
+        # ERR_STATE, as C answers a second thread.
+        self._lock = threading.Lock()
         lib = _library.get()
         cfg = _encode(config, "config")
         h = ctypes.c_void_p()
         if comm is None:
             initialised, _ = _mpi_running(lib)
             _check(lib.terse_comm_create_world(cfg, ctypes.byref(h)))
-            if not initialised and _keeper is None:
-                keeper = ctypes.c_void_p()
-                if lib.terse_comm_create_world(cfg, ctypes.byref(keeper)) == 0:
-                    _keeper = keeper
+            with _keeper_lock:
+                if not initialised and _keeper is None:
+                    keeper = ctypes.c_void_p()
+                    if lib.terse_comm_create_world(cfg, ctypes.byref(keeper)) == 0:
+                        _keeper = keeper
         else:
             _check(lib.terse_comm_create_mpi_f(self._fortran_handle(comm), cfg, ctypes.byref(h)))
         self._h = h
@@ -205,8 +277,11 @@ class Comm:
     def _fortran_handle(comm: Any) -> int:
         if hasattr(comm, "py2f"):  # mpi4py.MPI.Comm
             return int(comm.py2f())
-        if isinstance(comm, int) and not isinstance(comm, bool):
-            return comm
+        if isinstance(comm, (int, np.integer)) and not isinstance(comm, bool):
+            if not INT_MIN <= int(comm) <= INT_MAX:  # a c_int would keep only the low bits
+                raise _arg_error(f"comm: Fortran handle {int(comm)} is out of the range of a C "
+                                 "int")
+            return int(comm)
         raise _arg_error("comm must be an mpi4py communicator (or its Fortran handle, an int), "
                          f"not {type(comm).__module__}.{type(comm).__qualname__}")
 
@@ -214,13 +289,33 @@ class Comm:
 
     def close(self) -> None:
         """Frees the communicator and every layer's state. Idempotent. Call it on every rank
-        (it is not collective). MPI stays initialised (see the class documentation)."""
-        h, self._h = getattr(self, "_h", None), None
-        if h is not None:
-            _open_comms.pop(self._serial, None)
+        (it is not collective). MPI stays initialised (see the class documentation).
+        Raises TerseError(ERR_STATE), and the Comm stays open, if another thread is inside a
+        call on it."""
+        if getattr(self, "_h", None) is None:
+            return
+        lock = self._lock
+        if not lock.acquire(blocking=False):
+            raise self._busy("close")
+        try:
+            h = self._h
+            if h is None:
+                return
             lib = _library.loaded()
             if lib is not None:
-                lib.terse_comm_destroy(h)
+                s = lib.terse_comm_destroy(h)
+                if s == Status.ERR_STATE:  # another thread is inside a call: not destroyed
+                    _check(s)
+            self._h = None
+            _open_comms.pop(self._serial, None)
+        finally:
+            lock.release()
+
+    @staticmethod
+    def _busy(call: str) -> TerseError:
+        return TerseError(Status.ERR_STATE,
+                          f"{call}: this terse.Comm is in use by another thread (inside "
+                          "layer() or close()); a Comm is used by one thread at a time")
 
     @property
     def closed(self) -> bool:
@@ -282,6 +377,7 @@ class Comm:
     @property
     def layers(self) -> List[str]:
         """The names of the registered layers, in registration (= id) order."""
+        self._handle()
         return [l.name for l in self._by_id]
 
     # ---- layers -----------------------------------------------------------------------------
@@ -297,24 +393,38 @@ class Comm:
         :meth:`allreduce` registers a layer on first use; call this for a per-layer config or
         to allocate every layer's buffers up front.
         """
-        h, lib = self._handle(), _library.get()
+        self._handle()
+        lib = _library.get()
         if not isinstance(name, str) or not name:
             raise _arg_error(f"a layer name must be a non-empty str, not {name!r}")
         bname = _encode(name, "layer name")
-        if name in self._layers:
-            raise _arg_error(f"layer '{name}' is already registered (id {self._layers[name].id})")
+        bconfig = _encode(config, "config")
         dims = _normalise_shape(shape)
-        entry = _Layer(name, -1, dims, config)
-        lid = ctypes.c_int()
-        _check(lib.terse_layer_add(h, bname, entry.rows, entry.cols, _encode(config, "config"),
-                                   ctypes.byref(lid)))
-        entry.id = lid.value
-        assert entry.id == len(self._by_id), "terse ids are consecutive from 0"
-        self._layers[name] = entry
-        self._by_id.append(entry)
-        return entry.id
+        entry = _Layer(name, -1, dims, config)  # refuses sizes a size_t cannot hold
+        if not self._lock.acquire(blocking=False):
+            raise self._busy("layer")
+        try:
+            h = self._handle()  # closed meanwhile?
+            if name in self._layers:
+                raise _arg_error(f"layer '{name}' is already registered (id "
+                                 f"{self._layers[name].id})")
+            lid = ctypes.c_int()
+            _check(lib.terse_layer_add(h, bname, entry.rows, entry.cols, bconfig,
+                                       ctypes.byref(lid)))
+            entry.id = lid.value
+            if entry.id != len(self._by_id):
+                raise TerseError(Status.ERR_STATE, f"layer: terse returned id {entry.id} for "
+                                 f"'{name}', the binding expected {len(self._by_id)}")
+            self._layers[name] = entry
+            self._by_id.append(entry)
+            return entry.id
+        finally:
+            self._lock.release()
 
-    def _lookup(self, layer: LayerKey) -> Optional[_Layer]:
+    def _lookup(self, layer: LayerKey) -> _Layer:
+        """The layer of a name or of an id this binding handed out; anything else is a
+        TerseError. An id is never passed through unchecked: ctypes would keep its low 32
+        bits (2**32 is layer 0), and the buffer's size would go unchecked."""
         if isinstance(layer, str):
             l = self._layers.get(layer)
             if l is None:
@@ -323,18 +433,19 @@ class Comm:
             return l
         if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
             raise _arg_error(f"layer must be a name (str) or an id (int), not {layer!r}")
-        i = int(layer)
-        # an id this binding did not hand out: let terse answer (TERSE_ERR_ARG, with the range)
-        return self._by_id[i] if 0 <= i < len(self._by_id) else None
+        i, n = int(layer), len(self._by_id)
+        if not 0 <= i < n:
+            raise _arg_error(f"unknown layer id {i}; " + (f"the registered ids are 0 to {n - 1}"
+                                                          if n else "no layer is registered"))
+        return self._by_id[i]
 
     def _prepare(self, buf: Buffer, layer: LayerKey, where: str) -> Tuple[int, np.ndarray]:
-        """Validates one (buffer, layer) pair, registering the layer on first use by name."""
+        """Validates one (buffer, layer) pair, registering the layer on first use by name.
+        The buffer's shape is always checked against the layer's before C sees it."""
         a = _as_array(buf, where)
         if isinstance(layer, str) and layer not in self._layers:
             self.layer(layer, a.shape)
         l = self._lookup(layer)
-        if l is None:
-            return int(layer), a
         if tuple(a.shape) != l.shape:
             raise _arg_error(f"{where}: layer '{l.name}' was registered with shape {l.shape}; "
                              f"got shape {tuple(a.shape)}")
@@ -349,9 +460,10 @@ class Comm:
         or a contiguous CPU ``torch.float32`` tensor. On return it holds the aggregated
         estimate of the mean over the ranks (the sum with ``reduce=sum``), bitwise identical
         on every rank. ``layer`` is a name (registered on first use with ``buf``'s shape;
-        later calls must pass the same shape) or an id from :meth:`layer`. Collective: every
-        rank calls it with the same layer. Raises TerseError (TERSE_ERR_MISMATCH when ranks
-        disagree, TERSE_ERR_NONFINITE for a NaN/Inf with nonfinite=error, ...).
+        later calls must pass the same shape) or an id from :meth:`layer` (any other int is
+        refused; the shape is checked either way). Collective: every rank calls it with the
+        same layer. Raises TerseError (TERSE_ERR_MISMATCH when ranks disagree,
+        TERSE_ERR_NONFINITE for a NaN/Inf with nonfinite=error, ...).
         """
         h = self._handle()
         lid, a = self._prepare(buf, layer, f"allreduce(layer={layer!r})")
@@ -366,7 +478,18 @@ class Comm:
         at the first error (the layers before it are reduced). Returns the buffers, in order.
         """
         h = self._handle()
-        pairs = [(b, k) for k, b in items.items()] if isinstance(items, Mapping) else list(items)
+        if isinstance(items, Mapping):
+            pairs = [(b, k) for k, b in items.items()]
+        elif isinstance(items, (str, bytes, bytearray)):
+            raise _arg_error(f"allreduce_many: items must be a sequence of (buffer, layer) pairs "
+                             f"or a mapping {{layer: buffer}}, not {type(items).__name__}")
+        else:
+            try:
+                pairs = list(items)
+            except TypeError:
+                raise _arg_error("allreduce_many: items must be a sequence of (buffer, layer) "
+                                 "pairs or a mapping {layer: buffer}, not "
+                                 f"{type(items).__module__}.{type(items).__qualname__}") from None
         ids, arrays, bufs = [], [], []
         for i, pair in enumerate(pairs):
             try:
@@ -392,7 +515,8 @@ class Comm:
     def set_learning_rate(self, lr: float) -> None:
         """Sets gamma for layers with ``feedback=ef:lr=GAMMA`` (the learning-rate-inside
         form), from the next call on. Same value on every rank; finite and > 0."""
-        _check(_library.get().terse_set_learning_rate(self._handle(), float(lr)))
+        h = self._handle()
+        _check(_library.get().terse_set_learning_rate(h, _real(lr, "set_learning_rate: lr")))
 
     # ---- statistics and state ---------------------------------------------------------------
 
@@ -422,20 +546,19 @@ class Comm:
         self._handle()
         if layer is None:
             return {l.name: self._stats_of(l) for l in self._by_id}
-        l = self._lookup(layer)
-        if l is None:
-            raise _arg_error(f"unknown layer id {layer}; {len(self._by_id)} layers are registered")
-        return self._stats_of(l)
+        return self._stats_of(self._lookup(layer))
 
     def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
         """Saves every layer's state so that :meth:`load` resumes bit for bit. Each rank
         writes ``<path>.rank<R>``, atomically. Collective; TERSE_ERR_IO on every rank if any
         rank failed to write."""
-        _check(_library.get().terse_state_save(self._handle(), os.fsencode(path)))
+        h = self._handle()
+        _check(_library.get().terse_state_save(h, _path(path, "save")))
 
     def load(self, path: Union[str, "os.PathLike[str]"]) -> None:
         """Loads what :meth:`save` wrote, into a Comm with the same rank count and the same
         layers registered in the same order (register them first, e.g. with :meth:`layer`).
         Collective and all-or-nothing: TERSE_ERR_IO or TERSE_ERR_MISMATCH leaves the state
         unchanged on every rank."""
-        _check(_library.get().terse_state_load(self._handle(), os.fsencode(path)))
+        h = self._handle()
+        _check(_library.get().terse_state_load(h, _path(path, "load")))

@@ -132,6 +132,13 @@ def ddp_comm_hook(comm: Comm, config: Optional[str] = None, *, min_size: Optiona
                          f"{type(comm).__module__}.{type(comm).__qualname__}")
     if not isinstance(prefix, str):
         raise TerseError(Status.ERR_ARG, f"ddp_comm_hook: prefix must be a str, not {prefix!r}")
+    if config is not None and not isinstance(config, str):
+        raise TerseError(Status.ERR_ARG, "ddp_comm_hook: config must be a str or None, not "
+                         f"{config!r}")
+    if model is not None and not callable(getattr(model, "named_parameters", None)):
+        raise TerseError(Status.ERR_ARG, "ddp_comm_hook: model must be a torch.nn.Module (or "
+                         "its DistributedDataParallel wrapper), not "
+                         f"{type(model).__module__}.{type(model).__qualname__}")
     if min_size is not None:
         if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
             raise TerseError(Status.ERR_ARG, "ddp_comm_hook: min_size must be an int >= 0, not "

@@ -296,7 +296,7 @@ def test_errors_raise_terse_error():
         expect_error(Status.ERR_ARG, lambda: c.allreduce(np.zeros(24, np.float32), "x"), "shape")
         expect_error(Status.ERR_ARG, lambda: c.allreduce(np.zeros((6, 4), np.float32), "x"), "(4, 6)")
         expect_error(Status.ERR_ARG, lambda: c.stats("nope"), "unknown layer 'nope'")
-        expect_error(Status.ERR_ARG, lambda: c.allreduce(g, 7), "unknown layer id 7")  # from C
+        expect_error(Status.ERR_ARG, lambda: c.allreduce(g, 7), "unknown layer id 7")
         expect_error(Status.ERR_ARG, lambda: c.allreduce(g, 1.5), "name")
         expect_error(Status.ERR_ARG, lambda: c.set_learning_rate(-1.0))
         if NRANKS > 1:  # ranks disagree on the size: every rank gets TERSE_ERR_MISMATCH
@@ -317,6 +317,182 @@ def test_errors_raise_terse_error():
     e = TerseError(Status.ERR_IO, "disk full")
     expect(e.status_name == "TERSE_ERR_IO" and str(e) == "TERSE_ERR_IO: state file error: disk full",
            f"TerseError text, got {str(e)!r}")
+
+
+def test_foreign_layer_id_is_refused_not_masked():
+    # ctypes keeps the low 32 bits of an int passed as a c_int: 2**32 would reach C as layer 0,
+    # with a buffer whose size the binding never checked. Only ids the binding handed out
+    # are accepted, and the buffer's shape is always checked.
+    with terse.Comm("compressor=none") as c:
+        expect(c.layer("a", 4) == 0, "first id 0")
+        wrong_shape = np.ones((2, 2), np.float32)  # 4 floats, so a masked id cannot overrun it
+        right = np.ones(4, np.float32)
+        for bad in (2**32, 2**32 + 1, -2**32, 2**63, 1, -1, np.int64(2**32), np.uint64(2**32)):
+            expect_error(Status.ERR_ARG, lambda: c.allreduce(wrong_shape, bad),
+                         f"unknown layer id {int(bad)}")
+            expect_error(Status.ERR_ARG, lambda: c.allreduce(right, bad), "unknown layer id")
+            expect_error(Status.ERR_ARG, lambda: c.allreduce_many([(right, 0), (wrong_shape, bad)]),
+                         "unknown layer id")
+            expect_error(Status.ERR_ARG, lambda: c.stats(bad), "unknown layer id")
+        for bad in (True, False, np.bool_(False)):  # bools are not ids
+            expect_error(Status.ERR_ARG, lambda: c.allreduce(right, bad), "id (int)")
+            expect_error(Status.ERR_ARG, lambda: c.allreduce_many([(right, bad)]), "id (int)")
+            expect_error(Status.ERR_ARG, lambda: c.stats(bad), "id (int)")
+        expect_error(Status.ERR_ARG, lambda: c.allreduce(wrong_shape, 0), "shape")
+        expect(c.stats("a")["calls"] == 0, f"nothing reduced, got {c.stats('a')['calls']} calls")
+        c.allreduce(right, 0)
+        expect(c.stats(0)["calls"] == 1 and bitwise_equal(right, np.ones(4, np.float32)),
+               "a real id still works")
+
+
+def test_sizes_beyond_size_t_are_refused_not_masked():
+    # ctypes keeps the low 64 bits of an int passed as a size_t: 2**64 + 4 would register a
+    # layer of 4 elements, (2, 2**63, 2) one of 2 x 0.
+    with terse.Comm("compressor=none") as c:
+        for shape in (2**64 + 4, (2**64 + 4,), (2, 2**63, 2), (2**64, 1), (1, 2**64),
+                      (3, 2**70, 0), (0, 2**40, 2**40), (2**40, 2**40, 2**40)):
+            expect_error(Status.ERR_ARG, lambda: c.layer("big", shape), "size_t")
+        expect_error(Status.ERR_ARG, lambda: c.layer("big", np.uint64(2**64 - 1)), "maximum")
+        expect_error(Status.ERR_ARG, lambda: c.layer("big", (2**32, 2**32)), "maximum")  # C's
+        expect(c.layers == [], f"nothing registered, got {c.layers}")
+        expect(c.layer("ok", (2**40, 0)) == 0 and c.stats("ok")["count"] == 0,
+               "an empty layer with a large dimension that fits")
+    S, E = [[1, 2], [3, 4]], [[2, 1], [2, 1]]
+    expect(terse.lgreco_solve(S, E, 3.5, 10) == [0, 1], "the documented example")
+    for bad in (2**64 + 10, 2**64, 2**100):
+        expect_error(Status.ERR_ARG, lambda: terse.lgreco_solve(S, E, 3.5, bad), "size_t")
+    for bad in (True, 10.0, "10", None):
+        expect_error(Status.ERR_ARG, lambda: terse.lgreco_solve(S, E, 3.5, bad), "buckets")
+    expect_error(Status.ERR_ARG, lambda: terse.Comm(comm=2**32), "range")  # a c_int handle
+    expect_error(Status.ERR_ARG, lambda: terse.Comm(comm=-2**31 - 1), "range")
+
+
+def test_bad_argument_types_raise_terse_error():
+    with terse.Comm("compressor=none") as c:
+        g = np.ones(3, np.float32)
+        c.allreduce(g, "g")
+        for bad in ("x", "1.5", None, b"1", True, [1.0], 10**400):
+            expect_error(Status.ERR_ARG, lambda: c.set_learning_rate(bad), "lr")
+        c.set_learning_rate(np.float32(0.5))  # numpy scalars are numbers
+        c.set_learning_rate(1)
+        for method in (c.save, c.load):
+            for bad in (None, 5, 1.5, True, ["p"]):
+                expect_error(Status.ERR_ARG, lambda: method(bad), "path")
+            expect_error(Status.ERR_ARG, lambda: method("ckpt\0x"), "NUL")  # C would see "ckpt"
+            expect_error(Status.ERR_ARG, lambda: method("\ud800"), "path")
+        for bad in (5, None, 1.5, "ab", b"ab"):
+            expect_error(Status.ERR_ARG, lambda: c.allreduce_many(bad), "items")
+        expect_error(Status.ERR_ARG, lambda: c.layer("\ud800", 3), "layer name")
+        expect_error(Status.ERR_ARG, lambda: c.layer("u", 3, config="\udcff"), "config")
+        expect_error(Status.ERR_ARG, lambda: c.allreduce(g, "\ud800"), "layer name")
+        expect(c.layers == ["g"], f"nothing registered by a refused call, got {c.layers}")
+    expect_error(Status.ERR_ARG, lambda: terse.Comm("\ud800"), "config")
+    S, E = [[1, 2], [3, 4]], [[2, 1], [2, 1]]
+    for bad in ("x", "3.5", None, [3.5], True, 10**400):
+        expect_error(Status.ERR_ARG, lambda: terse.lgreco_solve(S, E, budget=bad), "budget")
+    expect(terse.lgreco_solve(S, E, budget=np.float64(3.5)) == [0, 1], "a numpy budget")
+    expect_error(Status.ERR_ARG, lambda: terse.lgreco_solve([[10**400]], [[1]], 3.5), "sizes")
+    expect_error(Status.ERR_ARG, lambda: terse.lgreco_solve([[1, 2], [3]], [[1, 2], [3]], 3.5),
+                 "sizes")
+    expect_error(Status.ERR_ARG, lambda: terse.lgreco_solve(5, 5, 3.5), "2-D")
+
+
+def test_every_call_after_close_raises_err_state():
+    with terse.Comm("compressor=none") as c:
+        c.layer("a", 3)
+    expect(c.closed, "closed by the with block")
+    g = np.zeros(3, np.float32)
+    calls = {
+        "rank": lambda: c.rank,
+        "size": lambda: c.size,
+        "config": lambda: c.config,
+        "layers": lambda: c.layers,
+        "layer": lambda: c.layer("b", 3),
+        "allreduce by name": lambda: c.allreduce(g, "a"),
+        "allreduce by id": lambda: c.allreduce(g, 0),
+        "allreduce_many": lambda: c.allreduce_many([(g, "a")]),
+        "allreduce_many {}": lambda: c.allreduce_many({}),
+        "step_end": lambda: c.step_end(),
+        "set_learning_rate": lambda: c.set_learning_rate(0.1),
+        "stats()": lambda: c.stats(),
+        "stats(name)": lambda: c.stats("a"),
+        "save": lambda: c.save("unused-path"),
+        "load": lambda: c.load("unused-path"),
+    }
+    for what, fn in calls.items():
+        harness.current = f"test_every_call_after_close_raises_err_state: {what}"
+        expect_error(Status.ERR_STATE, fn, "closed")
+    c.close()  # still idempotent
+    expect(not os.path.exists(f"unused-path.rank{RANK}"), "save after close wrote nothing")
+
+
+def test_more_argument_errors():
+    with terse.Comm("compressor=none") as c:
+        for bad in (5, None, b"w", ("w",)):
+            expect_error(Status.ERR_ARG, lambda: c.layer(bad, 3), "name")
+        expect_error(Status.ERR_ARG, lambda: c.layer("a\0b", 3), "NUL")
+        expect_error(Status.ERR_ARG, lambda: c.layer("w", 3, config="compressor=none\0x"), "NUL")
+        expect_error(Status.ERR_ARG, lambda: c.layer("w", 3, config=5), "config")
+        for bad in (3.0, (2, 1.5), [2.0], np.array([2.0, 3.0]), None, object()):
+            expect_error(Status.ERR_ARG, lambda: c.layer("w", bad), "shape")
+        expect(c.layers == [], f"nothing registered, got {c.layers}")
+        c.layer("w", (2, 3))
+        expect_error(Status.ERR_ARG, lambda: c.stats(1), "unknown layer id 1")
+        expect_error(Status.ERR_ARG, lambda: c.stats(-1), "unknown layer id -1")
+        expect_error(Status.ERR_ARG, lambda: c.stats(0.0), "name")
+        expect_error(Status.ERR_ARG, lambda: c.stats(1.5), "name")
+        expect_error(Status.ERR_ARG, lambda: c.save(""))
+        expect_error(Status.ERR_ARG, lambda: c.load(""))
+        for bad in (float("nan"), float("inf"), float("-inf"), 0.0, -1.0):
+            expect_error(Status.ERR_ARG, lambda: c.set_learning_rate(bad), "lr")
+        if torch is not None:
+            t = torch.zeros(2, 3)._neg_view()  # .numpy() would raise RuntimeError
+            expect_error(Status.ERR_ARG, lambda: c.allreduce(t, "w"), "resolve_neg")
+            import terse.torch as tt
+            expect_error(Status.ERR_ARG, lambda: tt.ddp_comm_hook(c, config=5, min_size=3), "config")
+            expect_error(Status.ERR_ARG, lambda: tt.ddp_comm_hook(c, config=5), "config")
+            expect_error(Status.ERR_ARG, lambda: tt.ddp_comm_hook(c, model=5), "model")
+
+
+def test_corrupted_state_file_is_err_io_on_every_rank():
+    cfg = "compressor=topk:k=2; feedback=ef; min_size=0"
+    tmp = WORLD.bcast(tempfile.mkdtemp(prefix="terse-py-") if RANK == 0 else None)
+    ckpt = Path(tmp) / "ckpt"
+    try:
+        with terse.Comm(cfg) as c:
+            ref = RefTopkEF(2, (5, 6), NRANKS)
+            g = gradient(RANK, 0, (5, 6), seed=7)
+            c.allreduce(g, "w")
+            ref.step([gradient(r, 0, (5, 6), seed=7) for r in range(NRANKS)])
+            c.step_end()
+            c.save(ckpt)
+            mine = Path(f"{ckpt}.rank{RANK}")
+            data = bytearray(mine.read_bytes())
+            WORLD.Barrier()
+            if RANK == NRANKS - 1:  # one rank's file only: every rank must refuse the load
+                bad = bytearray(data)
+                bad[len(bad) // 2] ^= 0x10
+                mine.write_bytes(bytes(bad))
+            WORLD.Barrier()
+            before = c.stats("w")
+            expect_error(Status.ERR_IO, lambda: c.load(ckpt))
+            after = c.stats("w")
+            expect(after["calls"] == before["calls"] == 1 and after["step"] == before["step"] == 1,
+                   f"state unchanged by the failed load, before {before}, after {after}")
+            # the Comm is still usable, its state untouched
+            g = gradient(RANK, 1, (5, 6), seed=7)
+            c.allreduce(g, "w")
+            want = ref.step([gradient(r, 1, (5, 6), seed=7) for r in range(NRANKS)])
+            expect(bitwise_equal(g, want), "usable after the failed load, feedback unchanged")
+            WORLD.Barrier()
+            mine.write_bytes(bytes(data))  # repaired: the load succeeds
+            WORLD.Barrier()
+            c.load(ckpt)
+            expect(c.stats("w")["calls"] == 1, f"loaded, got {c.stats('w')}")
+    finally:
+        WORLD.Barrier()
+        if RANK == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_lgreco_solve_reference_example():
