@@ -43,7 +43,7 @@ static const char *header_field_name(int w)
     case HDR_MAGIC: return "protocol version";
     case HDR_LAYER: return "layer id";
     case HDR_COUNT: return "element count";
-    case HDR_FINGERPRINT: return "codec/feedback configuration";
+    case HDR_FINGERPRINT: return "codec/feedback configuration (or ef's learning rate)";
     case HDR_CALL: return "call number of the layer";
     case HDR_PLAN: return "L-GreCo plan version";
     case HDR_FLAGS: return "uncompressed-call flag and nonfinite= setting (flag bits)";
@@ -95,6 +95,24 @@ static terse_status_t check_layer(terse_comm_t *c, int layer, const char *fn)
     return TERSE_OK;
 }
 
+/* The parameter slot of ef's learning rate (src/feedback/registry.c). */
+static double *ef_lr_slot(method_spec_t *m)
+{
+    return strcmp(m->def->name, "ef") == 0 && !isnan(m->p[0]) ? &m->p[0] : NULL;
+}
+
+/* What the header's fingerprint word carries: the layer's fingerprint, and the learning rate
+ * of ef's inside form, which terse_set_learning_rate changes between calls and every rank
+ * must have alike. (The stored fingerprint leaves it out: a state file holds e, not the
+ * rate, and loads whatever rate is set.) */
+static uint64_t call_fingerprint(layer_t *l)
+{
+    const double *lr = l->dense ? NULL : ef_lr_slot(&l->cfg.feedback);
+    uint64_t bits = 0;
+    if (lr) memcpy(&bits, lr, sizeof bits);
+    return l->fingerprint ^ bits;
+}
+
 terse_status_t engine_agree(terse_comm_t *c, int layer, float *buf, uint64_t flags, uint64_t wire,
                             int *skip)
 {
@@ -105,7 +123,7 @@ terse_status_t engine_agree(terse_comm_t *c, int layer, float *buf, uint64_t fla
     hdr[HDR_MAGIC] = HEADER_MAGIC;
     hdr[HDR_LAYER] = (uint64_t)(int64_t)layer;
     hdr[HDR_COUNT] = l->count;
-    hdr[HDR_FINGERPRINT] = l->fingerprint;
+    hdr[HDR_FINGERPRINT] = call_fingerprint(l);
     hdr[HDR_CALL] = l->calls;
     hdr[HDR_PLAN] = c->lg.version;
     hdr[HDR_FLAGS] = flags | (uint64_t)l->cfg.nonfinite << HDR_NONFINITE_MODE_SHIFT;
@@ -264,12 +282,6 @@ static terse_status_t allreduce_many(terse_comm_t *c, int n, const int *layers, 
 terse_status_t terse_allreduce_many(terse_comm_t *c, int n, const int *layers, float *const *bufs)
 {
     GUARDED_MPI_CALL(c, "terse_allreduce_many", allreduce_many(c, n, layers, bufs));
-}
-
-/* The parameter slot of ef's learning rate (src/feedback/registry.c). */
-static double *ef_lr_slot(method_spec_t *m)
-{
-    return strcmp(m->def->name, "ef") == 0 && !isnan(m->p[0]) ? &m->p[0] : NULL;
 }
 
 static terse_status_t set_learning_rate(terse_comm_t *c, double lr)

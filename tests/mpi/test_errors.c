@@ -259,6 +259,15 @@ static void learning_rate(void)
                terse_last_error());
         EXPECT(memcmp(x, y, sizeof x) == 0, "call %d: ef:lr at gamma 1 differs from ef", call);
     }
+    if (nranks_ > 1) {
+        /* a rank with another learning rate: every rank refuses the call, then agrees again */
+        EXPECT(terse_set_learning_rate(in, rank_ == nranks_ - 1 ? 0.5 : 0.25) == TERSE_OK, "%s", terse_last_error());
+        terse_status_t s = terse_allreduce(in, a, x);
+        EXPECT(s == TERSE_ERR_MISMATCH && strstr(terse_last_error(), "learning rate"),
+               "different learning rates: %d %s", s, terse_last_error());
+        EXPECT(terse_set_learning_rate(in, 0.25) == TERSE_OK && terse_allreduce(in, a, x) == TERSE_OK,
+               "the same rate again: %s", terse_last_error());
+    }
     terse_comm_destroy(in);
     terse_comm_destroy(out);
 }
