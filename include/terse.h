@@ -208,11 +208,13 @@ TERSE_API terse_status_t terse_state_save(terse_comm_t *c, const char *path);
 
 /* Loads what terse_state_save wrote into a communicator with the same rank count and the
  * same layers (sizes, codecs, feedback) registered in the same order. Collective: the state
- * changes only if every rank's file is valid; otherwise every rank returns the error and
- * the communicator is unchanged.
+ * changes only if every rank's file is valid and all hold the same step; otherwise every
+ * rank returns the error and the communicator is unchanged. If a job died between the
+ * ranks' renames in terse_state_save, the ranks still on the older file take the newer one
+ * from their complete temporary file, so the newest checkpoint loads whole.
  * Errors: TERSE_ERR_ARG (NULL), TERSE_ERR_IO (missing, truncated or corrupted file, a file
  * from a newer version of terse), TERSE_ERR_MISMATCH (another rank, rank count, layer list
- * or configuration). */
+ * or configuration, or files of different steps). */
 TERSE_API terse_status_t terse_state_load(terse_comm_t *c, const char *path);
 
 /* ---- Offline L-GreCo planning ----------------------------------------------------------- */

@@ -13,8 +13,10 @@
  * Version 1 files (no plan) still load; their adapted layers start from the uniform plan.
  * Both operations are collective and all-or-nothing across ranks: an MPI_Allreduce of a
  * success flag decides whether the temporary files are renamed (save) or the parsed state
- * is applied (load). */
+ * is applied (load). The ranks' files must hold the same step; a rank left with the older
+ * file by a job that died between the ranks' renames takes its complete "<file>.tmp". */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <mpi.h>
@@ -97,6 +99,22 @@ static terse_status_t rank_path(const terse_comm_t *c, const char *path, const c
     return TERSE_OK;
 }
 
+/* Makes a rename in the folder of `file` durable (power loss), where the file system allows
+ * it; best effort: the data itself was synced before the rename. */
+static void sync_folder(const char *file)
+{
+    char folder[PATH_MAX];
+    snprintf(folder, sizeof folder, "%s", file);
+    char *slash = strrchr(folder, '/');
+    if (slash == folder) slash[1] = '\0';
+    else if (slash) *slash = '\0';
+    else snprintf(folder, sizeof folder, ".");
+    const int fd = open(folder, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return;
+    (void)fsync(fd);
+    close(fd);
+}
+
 static terse_status_t state_save(terse_comm_t *c, const char *path)
 {
     if (!path || !path[0]) return terse_error(TERSE_ERR_ARG, "terse_state_save: path is NULL or empty");
@@ -152,6 +170,7 @@ static terse_status_t state_save(terse_comm_t *c, const char *path)
     }
     ok = rename(tmp, final) == 0;
     if (!ok) snprintf(why, sizeof why, "rename %s -> %s: %s", tmp, final, strerror(errno));
+    else sync_folder(final);
     if (!all_ok(c, ok))
         return terse_error(TERSE_ERR_IO, "terse_state_save: %s", ok ? "another rank could not rename its file" : why);
     return TERSE_OK;
@@ -260,76 +279,129 @@ static terse_status_t parse_file(const terse_comm_t *c, const unsigned char *d, 
     return TERSE_OK;
 }
 
+/* One rank's file, read and checked: its bytes and where things are in them. */
+typedef struct {
+    unsigned char *d;
+    size_t len;
+    parsed_t pf;
+} loaded_t;
+
+static void loaded_free(loaded_t *f)
+{
+    free(f->d);
+    free(f->pf.offsets);
+    free(f->pf.window_offsets);
+    free(f->pf.calls);
+    free(f->pf.skipped);
+    free(f->pf.window_calls);
+    free(f->pf.plan);
+    memset(f, 0, sizeof *f);
+}
+
+/* Reads `file` and checks it against c; on error *out holds what must still be freed. */
+static terse_status_t load_file(const terse_comm_t *c, const char *file, loaded_t *out)
+{
+    memset(out, 0, sizeof *out);
+    const size_t n = c->n_layers ? c->n_layers : 1;
+    parsed_t *pf = &out->pf;
+    pf->offsets = calloc(n, sizeof *pf->offsets);
+    pf->window_offsets = calloc(n, sizeof *pf->window_offsets);
+    pf->calls = calloc(n, sizeof *pf->calls);
+    pf->skipped = calloc(n, sizeof *pf->skipped);
+    pf->window_calls = calloc(n, sizeof *pf->window_calls);
+    pf->plan = calloc(n, sizeof *pf->plan);
+    if (!pf->offsets || !pf->window_offsets || !pf->calls || !pf->skipped || !pf->window_calls || !pf->plan)
+        return terse_error(TERSE_ERR_NOMEM, "terse_state_load: out of memory");
+    FILE *f = fopen(file, "rb");
+    if (!f) return terse_error(TERSE_ERR_IO, "terse_state_load: cannot open %s: %s", file, strerror(errno));
+    terse_status_t s = TERSE_OK;
+    long end = -1;
+    if (fseek(f, 0, SEEK_END) != 0 || (end = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0 ||
+        !(out->d = malloc(end ? (size_t)end : 1)) || fread(out->d, 1, (size_t)end, f) != (size_t)end)
+        s = terse_error(TERSE_ERR_IO, "terse_state_load: cannot read %s", file);
+    fclose(f);
+    if (s != TERSE_OK) return s;
+    out->len = (size_t)end;
+    return parse_file(c, out->d, out->len, file, pf);
+}
+
+/* The largest of the ranks' steps (0 for a rank without a valid file); UINT64_MAX if the
+ * reduction fails. */
+static uint64_t newest_step(terse_comm_t *c, int have, uint64_t step)
+{
+    uint64_t mine = have ? step : 0, newest = UINT64_MAX;
+    MPI_Allreduce(&mine, &newest, 1, MPI_UINT64_T, MPI_MAX, transport_mpi_comm(&c->tp));
+    return newest;
+}
+
+static void apply_loaded(terse_comm_t *c, const loaded_t *f)
+{
+    const parsed_t *pf = &f->pf;
+    for (size_t i = 0; i < c->n_layers; i++) {
+        layer_t *l = &c->layers[i];
+        if (l->lg) {
+            /* the plan first: it sets the size of the protocol state copied next */
+            if (pf->plan[i] == pf->plan[i]) lgreco_apply(c, l, pf->plan[i]);
+            else lgreco_apply(c, l, l->lg->cand[l->lg->uniform]);
+            l->lg->acc_calls = pf->window_calls[i];
+            if (l->lg->acc && pf->window_offsets[i])
+                memcpy(l->lg->acc, f->d + pf->window_offsets[i], l->count * sizeof(float));
+            else if (l->lg->acc)
+                memset(l->lg->acc, 0, l->count * sizeof(float));
+        }
+        memcpy(l->state, f->d + pf->offsets[i], state_floats(l) * sizeof(float));
+        l->calls = pf->calls[i];
+        l->skipped = pf->skipped[i];
+    }
+    c->step = pf->step;
+    if (c->lg.on) {
+        c->lg.version = pf->plan_version;
+        c->lg.next_step = pf->next_decision;
+        c->lg.fallbacks = pf->fallbacks;
+    }
+}
+
 static terse_status_t state_load(terse_comm_t *c, const char *path)
 {
     if (!path || !path[0]) return terse_error(TERSE_ERR_ARG, "terse_state_load: path is NULL or empty");
-    char file[PATH_MAX];
+    char file[PATH_MAX], tmp[PATH_MAX];
     TERSE_CHECK(rank_path(c, path, "", file, sizeof file));
+    TERSE_CHECK(rank_path(c, path, ".tmp", tmp, sizeof tmp));
 
-    terse_status_t s = TERSE_OK;
-    unsigned char *d = NULL;
-    size_t len = 0;
-    size_t n = c->n_layers ? c->n_layers : 1;
-    parsed_t pf = {0};
-    pf.offsets = calloc(n, sizeof *pf.offsets);
-    pf.window_offsets = calloc(n, sizeof *pf.window_offsets);
-    pf.calls = calloc(n, sizeof *pf.calls);
-    pf.skipped = calloc(n, sizeof *pf.skipped);
-    pf.window_calls = calloc(n, sizeof *pf.window_calls);
-    pf.plan = calloc(n, sizeof *pf.plan);
-    FILE *f = fopen(file, "rb");
-    if (!pf.offsets || !pf.window_offsets || !pf.calls || !pf.skipped || !pf.window_calls || !pf.plan) {
-        s = terse_error(TERSE_ERR_NOMEM, "terse_state_load: out of memory");
-    } else if (!f) {
-        s = terse_error(TERSE_ERR_IO, "terse_state_load: cannot open %s: %s", file, strerror(errno));
-    } else if (fseek(f, 0, SEEK_END) != 0 || (long)(len = (size_t)ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0 ||
-               !(d = malloc(len ? len : 1)) || fread(d, 1, len, f) != len) {
-        s = terse_error(TERSE_ERR_IO, "terse_state_load: cannot read %s", file);
-    } else {
-        s = parse_file(c, d, len, file, &pf);
+    loaded_t f;
+    terse_status_t s = load_file(c, file, &f);
+    /* A job that died between the ranks' renames in terse_state_save leaves some ranks with
+     * the new file and the others with the old one, and the new one complete as "<file>.tmp":
+     * no rank renames before every rank has written and synced its temporary file. Such a
+     * rank takes its .tmp if it holds the newest step, so the checkpoint is the newest one,
+     * whole. */
+    const uint64_t newest = newest_step(c, s == TERSE_OK, f.pf.step);
+    if ((s != TERSE_OK || f.pf.step < newest) && newest != UINT64_MAX && access(tmp, F_OK) == 0) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", terse_last_error());
+        loaded_t t;
+        if (load_file(c, tmp, &t) == TERSE_OK && t.pf.step == newest) {
+            loaded_free(&f);
+            f = t;
+            s = TERSE_OK;
+        } else {
+            loaded_free(&t);
+            if (s != TERSE_OK) terse_error(s, "%s", why);
+        }
     }
-    if (f) fclose(f);
     int ok = all_ok(c, s == TERSE_OK);
-    if (ok && !steps_agree(c, pf.step)) {
+    if (ok && !steps_agree(c, f.pf.step)) {
         ok = 0;
         s = terse_error(TERSE_ERR_MISMATCH, "terse_state_load: the ranks' files are from different checkpoints "
                                             "(this rank's %s is at step %llu, another rank's is not); nothing was loaded",
-                        file, (unsigned long long)pf.step);
+                        file, (unsigned long long)f.pf.step);
     }
-    if (ok) {
-        for (size_t i = 0; i < c->n_layers; i++) {
-            layer_t *l = &c->layers[i];
-            if (l->lg) {
-                /* the plan first: it sets the size of the protocol state copied next */
-                if (pf.plan[i] == pf.plan[i]) lgreco_apply(c, l, pf.plan[i]);
-                else lgreco_apply(c, l, l->lg->cand[l->lg->uniform]);
-                l->lg->acc_calls = pf.window_calls[i];
-                if (l->lg->acc && pf.window_offsets[i])
-                    memcpy(l->lg->acc, d + pf.window_offsets[i], l->count * sizeof(float));
-                else if (l->lg->acc)
-                    memset(l->lg->acc, 0, l->count * sizeof(float));
-            }
-            memcpy(l->state, d + pf.offsets[i], state_floats(l) * sizeof(float));
-            l->calls = pf.calls[i];
-            l->skipped = pf.skipped[i];
-        }
-        c->step = pf.step;
-        if (c->lg.on) {
-            c->lg.version = pf.plan_version;
-            c->lg.next_step = pf.next_decision;
-            c->lg.fallbacks = pf.fallbacks;
-        }
-    } else if (s == TERSE_OK) {
+    if (ok)
+        apply_loaded(c, &f);
+    else if (s == TERSE_OK)
         s = terse_error(TERSE_ERR_IO, "terse_state_load: another rank's state file is missing or invalid; "
                                       "nothing was loaded");
-    }
-    free(d);
-    free(pf.offsets);
-    free(pf.window_offsets);
-    free(pf.calls);
-    free(pf.skipped);
-    free(pf.window_calls);
-    free(pf.plan);
+    loaded_free(&f);
     return s;
 }
 

@@ -250,6 +250,31 @@ int main(int argc, char **argv)
         remove_rank_file(mixed);
     }
 
+    /* a job killed between the ranks' renames: the last rank still has the old file, and the
+     * new one complete as its .tmp; the load takes the newest checkpoint on every rank */
+    if (nranks_ > 1) {
+        char older[128], newer[128], from[160], to[160];
+        snprintf(older, sizeof older, "%s/torn", dir);
+        snprintf(newer, sizeof newer, "%s/torn-new", dir);
+        copy_file(path, older); /* step 5 */
+        EXPECT(terse_state_save(a, newer) == TERSE_OK, "save: %s", terse_last_error()); /* step 10 */
+        snprintf(from, sizeof from, "%s.rank%d", newer, rank_);
+        snprintf(to, sizeof to, "%s.rank%d%s", older, rank_, rank_ == nranks_ - 1 ? ".tmp" : "");
+        EXPECT(rename(from, to) == 0, "rename %s %s", from, to);
+        MPI_Barrier(MPI_COMM_WORLD);
+        terse_comm_t *m = make(ids2);
+        EXPECT(terse_state_load(m, older) == TERSE_OK, "a torn save loads: %s", terse_last_error());
+        terse_layer_stats(m, ids2[0], &st);
+        EXPECT(st.step == 10 && st.calls == 10, "the newest checkpoint: step %llu", (unsigned long long)st.step);
+        run(m, ids2, 10, 12, w2, b2);
+        run(a, ids, 10, 12, w1, b1);
+        EXPECT(memcmp(w1, w2, sizeof w1) == 0 && memcmp(b1, b2, sizeof b1) == 0,
+               "resumed from a torn save equals the uninterrupted run");
+        terse_comm_destroy(m);
+        remove_rank_file(older);
+        if (rank_ == nranks_ - 1) unlink(to);
+    }
+
     crafted_files(dir, path);
     unwritable_on_one_rank(dir, path);
 
