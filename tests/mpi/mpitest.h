@@ -50,6 +50,14 @@ static inline size_t mpitest_first_diff(const float *a, const float *b, size_t n
     return n;
 }
 
+/* Removes this rank's checkpoint file "<path>.rank<R>". */
+static inline void mpitest_unlink_rank_file(const char *path)
+{
+    char f[256];
+    snprintf(f, sizeof f, "%s.rank%d", path, mpitest_rank());
+    unlink(f);
+}
+
 /* 1 if every rank passed the same value. */
 static inline int mpitest_same_on_all(uint64_t v)
 {
@@ -68,13 +76,18 @@ static inline void mpitest_tmpdir(const char *name, char dir[64])
     MPI_Bcast(dir, 64, MPI_CHAR, 0, MPI_COMM_WORLD);
 }
 
+/* mpitest_tmpdir, and "<dir>/ckpt" in path: where a test saves its checkpoint. */
+static inline void mpitest_ckpt_dir(const char *name, char dir[64], char path[128])
+{
+    mpitest_tmpdir(name, dir);
+    snprintf(path, 128, "%s/ckpt", dir);
+}
+
 /* Removes every rank's checkpoint "<path>.rank<R>" of terse_state_save, then the directory
  * dir that held it. Collective. */
 static inline void mpitest_tmpdir_remove(const char *dir, const char *path)
 {
-    char f[192];
-    snprintf(f, sizeof f, "%s.rank%d", path, mpitest_rank());
-    unlink(f);
+    mpitest_unlink_rank_file(path);
     MPI_Barrier(MPI_COMM_WORLD);
     if (mpitest_rank() == 0 && dir[0]) rmdir(dir);
 }

@@ -302,11 +302,8 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks_);
-    char dir[64] = "/tmp/terse-dgc-XXXXXX", path[128], mine[160];
-    if (rank_ == 0 && !mkdtemp(dir)) dir[0] = '\0';
-    MPI_Bcast(dir, sizeof dir, MPI_CHAR, 0, MPI_COMM_WORLD);
-    snprintf(path, sizeof path, "%s/ckpt", dir);
-    snprintf(mine, sizeof mine, "%s.rank%d", path, rank_);
+    char dir[64], path[128];
+    mpitest_ckpt_dir("dgc", dir, path);
 
     static const case_t cases[] = {
         {"compressor=dgc:density=0.05,momentum=0.9,warmup=3", 0.05, 0.9, NAN, 0, 3},
@@ -319,9 +316,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], path);
     rejects_feedback();
 
-    unlink(mine);
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (rank_ == 0 && dir[0]) rmdir(dir);
+    mpitest_tmpdir_remove(dir, path);
     int rc = mpitest_finish("test_dgc");
     MPI_Finalize();
     return rc;

@@ -218,9 +218,7 @@ static void resume_equals_the_uninterrupted_run(const case_t *cs, const char *pa
     }
     EXPECT(memcmp(whole, resumed, sizeof whole) == 0,
            "'%s': the run resumed after call %d equals the uninterrupted one", config, at);
-    char mine[160];
-    snprintf(mine, sizeof mine, "%s.rank%d", path, rank_);
-    unlink(mine);
+    mpitest_unlink_rank_file(path);
 }
 
 /* EF21-W weights are each rank's own, but ranks must agree on whether one is given: rank 0
@@ -281,10 +279,8 @@ int main(int argc, char **argv)
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
         for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
             run_case(&cases[ci], sizes[si], sizes[si] > 10000 ? 3 : 6, si == 2);
-    char dir[64] = "/tmp/terse-feedback-XXXXXX", path[128];
-    if (rank_ == 0 && !mkdtemp(dir)) dir[0] = '\0';
-    MPI_Bcast(dir, sizeof dir, MPI_CHAR, 0, MPI_COMM_WORLD);
-    snprintf(path, sizeof path, "%s/ckpt", dir);
+    char dir[64], path[128];
+    mpitest_ckpt_dir("feedback", dir, path);
     for (size_t ci = 0; ci < 6; ci++) {
         resume_equals_the_uninterrupted_run(&cases[ci], path, 1);
         resume_equals_the_uninterrupted_run(&cases[ci], path, 3);

@@ -192,19 +192,13 @@ int main(int argc, char **argv)
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
         for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) run_case(&cases[ci], sizes[si], 3);
 
-    char dir[64] = "/tmp/terse-onebit-XXXXXX", path[128];
-    if (rank_ == 0 && !mkdtemp(dir)) dir[0] = '\0';
-    MPI_Bcast(dir, sizeof dir, MPI_CHAR, 0, MPI_COMM_WORLD);
-    snprintf(path, sizeof path, "%s/ckpt", dir);
+    char dir[64], path[128];
+    mpitest_ckpt_dir("onebit", dir, path);
     run_checkpoint("compressor=onebit; feedback=ef; min_size=0", 1009, path);
     run_checkpoint("compressor=onebit:scale=l1; feedback=none; min_size=0", 7, path);
 
     MPI_Barrier(MPI_COMM_WORLD);
-    char mine[160];
-    snprintf(mine, sizeof mine, "%s.rank%d", path, rank_);
-    unlink(mine);
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (rank_ == 0) rmdir(dir);
+    mpitest_tmpdir_remove(dir, path);
     int rc = mpitest_finish("test_onebit");
     MPI_Finalize();
     return rc;

@@ -374,8 +374,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 4);
 
     char dir[64], path[128];
-    mpitest_tmpdir("powersgd", dir);
-    snprintf(path, sizeof path, "%s/ckpt", dir);
+    mpitest_ckpt_dir("powersgd", dir, path);
     run_resume(path);
     run_abandoned();
     run_zero(1, 1);

@@ -222,10 +222,9 @@ static void call_with(terse_comm_t *c, int id, float *buf, size_t n, int call)
 static void run_resume(const char *dir, const char *fb)
 {
     enum { N = 1009 };
-    char cfg[128], path[160], mine[200];
+    char cfg[128], path[160];
     snprintf(cfg, sizeof cfg, "compressor=qsgd:bits=4,bucket=64,stochastic=1; feedback=%s; min_size=0", fb);
     snprintf(path, sizeof path, "%s/qsgd-%s", dir, fb);
-    snprintf(mine, sizeof mine, "%s.rank%d", path, rank_);
     static float a[N], b[N], f[N];
     int ia, ib, iff;
     terse_comm_t *ca = make(cfg, &ia, N);
@@ -250,7 +249,7 @@ static void run_resume(const char *dir, const char *fb)
     terse_comm_destroy(cb);
     terse_comm_destroy(ca);
     MPI_Barrier(MPI_COMM_WORLD);
-    unlink(mine);
+    mpitest_unlink_rank_file(path);
 }
 
 int main(int argc, char **argv)
@@ -283,9 +282,8 @@ int main(int argc, char **argv)
             run_stochastic(bitss[bi], 7, ef, 1009, 3);
         }
 
-    char dir[64] = "/tmp/terse-qsgd-XXXXXX";
-    if (rank_ == 0 && !mkdtemp(dir)) dir[0] = '\0';
-    MPI_Bcast(dir, sizeof dir, MPI_CHAR, 0, MPI_COMM_WORLD);
+    char dir[64];
+    mpitest_tmpdir("qsgd", dir);
     EXPECT(dir[0] != '\0', "mkdtemp failed");
     if (dir[0]) {
         run_resume(dir, "none");

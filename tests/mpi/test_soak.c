@@ -44,10 +44,8 @@ int main(int argc, char **argv)
     MPI_Comm_size(MPI_COMM_WORLD, &nranks_);
     const long steps = argc > 1 ? atol(argv[1]) : 5000;
     const long warmup = steps / 4, every = steps / 8 > 0 ? steps / 8 : 1;
-    char dir[64] = "/tmp/terse-soak-XXXXXX", path[128];
-    if (rank_ == 0 && !mkdtemp(dir)) dir[0] = '\0';
-    MPI_Bcast(dir, sizeof dir, MPI_CHAR, 0, MPI_COMM_WORLD);
-    snprintf(path, sizeof path, "%s/ckpt", dir);
+    char dir[64], path[128];
+    mpitest_ckpt_dir("soak", dir, path);
 
     terse_comm_t *c = NULL;
     EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, "min_size=0", &c) == TERSE_OK, "%s", terse_last_error());
@@ -82,11 +80,7 @@ int main(int argc, char **argv)
                steps, N_LAYERS, nranks_, warmup, base, peak, (ssize_t)(peak - base));
     EXPECT(peak <= base + slack, "the heap grew from %zu to %zu bytes after warm-up", base, peak);
     terse_comm_destroy(c);
-    char mine[160];
-    snprintf(mine, sizeof mine, "%s.rank%d", path, rank_);
-    unlink(mine);
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (rank_ == 0) rmdir(dir);
+    mpitest_tmpdir_remove(dir, path);
     int rc = mpitest_finish("test_soak");
     MPI_Finalize();
     return rc;

@@ -31,13 +31,6 @@ static void copy_file(const char *from, const char *to)
     if (out) fclose(out);
 }
 
-static void remove_rank_file(const char *path)
-{
-    char f[160];
-    snprintf(f, sizeof f, "%s.rank%d", path, rank_);
-    unlink(f);
-}
-
 static unsigned char *slurp(const char *file, size_t *len)
 {
     FILE *f = fopen(file, "rb");
@@ -144,7 +137,7 @@ static void crafted_files(const char *dir, const char *path)
     terse_layer_stats(z, ids[0], &st);
     EXPECT(st.calls == 0 && st.step == 0, "nothing loaded from any crafted file");
     terse_comm_destroy(z);
-    remove_rank_file(crafted);
+    mpitest_unlink_rank_file(crafted);
     free(d);
 }
 
@@ -200,10 +193,8 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks_);
-    char dir[64] = "/tmp/terse-state-XXXXXX", path[128];
-    if (rank_ == 0 && !mkdtemp(dir)) dir[0] = '\0';
-    MPI_Bcast(dir, sizeof dir, MPI_CHAR, 0, MPI_COMM_WORLD);
-    snprintf(path, sizeof path, "%s/ckpt", dir);
+    char dir[64], path[128];
+    mpitest_ckpt_dir("state", dir, path);
 
     int ids[2], ids2[2];
     float w1[1000], b1[7], w2[1000], b2[7];
@@ -246,8 +237,8 @@ int main(int argc, char **argv)
         terse_layer_stats(m, ids2[0], &st);
         EXPECT(st.calls == 0 && st.step == 0, "nothing loaded from a mix");
         terse_comm_destroy(m);
-        remove_rank_file(later);
-        remove_rank_file(mixed);
+        mpitest_unlink_rank_file(later);
+        mpitest_unlink_rank_file(mixed);
     }
 
     /* a job killed between the ranks' renames: the last rank still has the old file, and the
@@ -271,7 +262,7 @@ int main(int argc, char **argv)
         EXPECT(memcmp(w1, w2, sizeof w1) == 0 && memcmp(b1, b2, sizeof b1) == 0,
                "resumed from a torn save equals the uninterrupted run");
         terse_comm_destroy(m);
-        remove_rank_file(older);
+        mpitest_unlink_rank_file(older);
         if (rank_ == nranks_ - 1) unlink(to);
     }
 
@@ -305,9 +296,7 @@ int main(int argc, char **argv)
     terse_comm_destroy(r);
     terse_comm_destroy(a);
     MPI_Barrier(MPI_COMM_WORLD);
-    remove_rank_file(path);
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (rank_ == 0) rmdir(dir);
+    mpitest_tmpdir_remove(dir, path);
     int rc = mpitest_finish("test_state");
     MPI_Finalize();
     return rc;
