@@ -5,7 +5,8 @@
  * powersgd + ef21, dgc, onebit, randk + econtrol, ef21sgdm, a dense layer, two L-GreCo
  * layers with their plan and window, one whose protocol state changes size with the plan),
  * runs a few steps so that every state block holds values, and saves it: the valid file
- * every input starts from.
+ * every input starts from, kept in memory. A file exists only for the length of one load,
+ * under /dev/shm (or $TMPDIR), named terse-fuzz-state-<pid>-*.rank0.
  *
  * Input: uint8 flags | the rest. flags bit 0 clear: the rest is the file, raw; set: the rest
  * is a patch list (fuzz_util.h) applied to the valid file. Bit 1: recompute the trailing
@@ -59,7 +60,7 @@ static const struct {
 static terse_comm_t *comm;
 static int ids[N_LAYERS];
 static float *bufs[N_LAYERS];
-static char dir[256], valid_path[320], in_path[320], in_file[340], resave_path[320];
+static char valid_path[320], in_path[320], resave_path[320];
 static unsigned char *valid;
 static size_t valid_len;
 
@@ -138,15 +139,8 @@ static void grad(float *g, size_t n, size_t layer, int call)
         g[i] = (float)((i * 2654435761u + (size_t)call * 97u + layer * 31u) % 1000u) / 500.0f - 1.0f;
 }
 
-static void cleanup(void)
+static void finalize(void)
 {
-    unlink(in_file);
-    char f[400];
-    snprintf(f, sizeof f, "%s.rank0", valid_path);
-    unlink(f);
-    snprintf(f, sizeof f, "%s.rank0", resave_path);
-    unlink(f);
-    rmdir(dir);
     int fin = 0;
     MPI_Finalized(&fin);
     if (!fin) MPI_Finalize();
@@ -156,6 +150,24 @@ static void write_file(const char *path, const void *d, size_t n)
 {
     FILE *f = fopen(path, "wb");
     if (!f || (n && fwrite(d, 1, n, f) != n) || fclose(f) != 0) FAIL("cannot write %s", path);
+}
+
+/* The file of state path `path` (rank 0). */
+static const char *rank_file(const char *path)
+{
+    static char f[340];
+    snprintf(f, sizeof f, "%s.rank0", path);
+    return f;
+}
+
+/* Loads n bytes d as the state file of `path`. The file lives only for the call, so that a
+ * crash leaves at most one file behind (atexit handlers do not run then). */
+static terse_status_t load_bytes(const char *path, const void *d, size_t n)
+{
+    write_file(rank_file(path), d, n);
+    const terse_status_t s = terse_state_load(comm, path);
+    unlink(rank_file(path));
+    return s;
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -180,25 +192,22 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         terse_step_end(comm);
     }
 
+    /* files "<tmp>/terse-fuzz-state-<pid>-{valid,input,resave}.rank0", each only for a call */
     const char *tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/terse-fuzz-state-XXXXXX", tmp ? tmp : "/tmp");
-    if (!mkdtemp(dir)) FAIL("mkdtemp %s", dir);
-    snprintf(valid_path, sizeof valid_path, "%s/valid", dir);
-    snprintf(in_path, sizeof in_path, "%s/input", dir);
-    snprintf(in_file, sizeof in_file, "%s.rank0", in_path);
-    snprintf(resave_path, sizeof resave_path, "%s/resave", dir);
-    atexit(cleanup);
+    const long pid = (long)getpid();
+    snprintf(valid_path, sizeof valid_path, "%s/terse-fuzz-state-%ld-valid", tmp ? tmp : "/tmp", pid);
+    snprintf(in_path, sizeof in_path, "%s/terse-fuzz-state-%ld-input", tmp ? tmp : "/tmp", pid);
+    snprintf(resave_path, sizeof resave_path, "%s/terse-fuzz-state-%ld-resave", tmp ? tmp : "/tmp", pid);
+    atexit(finalize);
     if (terse_state_save(comm, valid_path) != TERSE_OK) FAIL("save: %s", terse_last_error());
-
-    char f[400];
-    snprintf(f, sizeof f, "%s.rank0", valid_path);
-    FILE *fp = fopen(f, "rb");
-    if (!fp || fseek(fp, 0, SEEK_END) != 0) FAIL("cannot read %s", f);
+    FILE *fp = fopen(rank_file(valid_path), "rb");
+    if (!fp || fseek(fp, 0, SEEK_END) != 0) FAIL("cannot read %s", rank_file(valid_path));
     valid_len = (size_t)ftell(fp);
     rewind(fp);
     valid = malloc(valid_len);
-    if (!valid || fread(valid, 1, valid_len, fp) != valid_len) FAIL("cannot read %s", f);
+    if (!valid || fread(valid, 1, valid_len, fp) != valid_len) FAIL("cannot read %s", rank_file(valid_path));
     fclose(fp);
+    unlink(rank_file(valid_path));
     snapshot_take(&saved);
     /* TERSE_FUZZ_STATE_FILE=path: write the valid file there (to make seeds), and go on */
     const char *out = getenv("TERSE_FUZZ_STATE_FILE");
@@ -222,12 +231,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const uint64_t sum = state_checksum(b.d, b.len - 8);
         memcpy(b.d + b.len - 8, &sum, 8);
     }
-    write_file(in_file, b.d, b.len);
     const int is_valid = b.len == valid_len && memcmp(b.d, valid, valid_len) == 0;
+    const terse_status_t s = load_bytes(in_path, b.d, b.len);
     free(b.d);
 
     const char *what;
-    terse_status_t s = terse_state_load(comm, in_path);
     if (s != TERSE_OK) {
         if (s != TERSE_ERR_IO && s != TERSE_ERR_MISMATCH)
             FAIL("terse_state_load returned %d (%s): %s", (int)s, terse_status_string(s), terse_last_error());
@@ -244,19 +252,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* an accepted mutated file: saving it and loading that back gives the same state */
     snapshot_take(&loaded);
     if (terse_state_save(comm, resave_path) != TERSE_OK) FAIL("save after a load: %s", terse_last_error());
-    if (terse_state_load(comm, valid_path) != TERSE_OK || terse_state_load(comm, resave_path) != TERSE_OK)
-        FAIL("loading the valid file, then the saved copy of a loaded one: %s", terse_last_error());
+    if (load_bytes(valid_path, valid, valid_len) != TERSE_OK)
+        FAIL("the valid file does not load after a mutated one: %s", terse_last_error());
+    const terse_status_t r = terse_state_load(comm, resave_path);
+    unlink(rank_file(resave_path));
+    if (r != TERSE_OK) FAIL("the saved copy of a loaded file does not load: %s", terse_last_error());
     if ((what = snapshot_differs(&loaded))) FAIL("save and load of a loaded file changed %s", what);
     /* work from it, then put the saved state back */
     if (flags & 4) {
         for (size_t i = 0; i < N_LAYERS; i++) {
             grad(bufs[i], layer_defs[i].rows * layer_defs[i].cols, i, 100);
-            terse_status_t r = terse_allreduce(comm, ids[i], bufs[i]);
-            if (r != TERSE_OK && !terse_last_error()[0]) FAIL("allreduce failed (%d) with no message", (int)r);
+            const terse_status_t a = terse_allreduce(comm, ids[i], bufs[i]);
+            if (a != TERSE_OK && !terse_last_error()[0]) FAIL("allreduce failed (%d) with no message", (int)a);
         }
         terse_step_end(comm);
     }
-    if (terse_state_load(comm, valid_path) != TERSE_OK)
+    if (load_bytes(valid_path, valid, valid_len) != TERSE_OK)
         FAIL("the valid file does not load after a mutated one: %s", terse_last_error());
     if ((what = snapshot_differs(&saved))) FAIL("reloading the valid file left %s different", what);
     return 0;
