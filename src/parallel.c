@@ -33,13 +33,8 @@ static void update_part(void *v, int part, size_t b, size_t e)
 
 int par_fb_prepare(pool_t *pool, const layer_t *l, const feedback_ctx_t *ctx, const float *g, float *p)
 {
-    fb_job_t j;
-    j.l = l;
-    j.ctx = *ctx;
+    fb_job_t j = {.l = l, .ctx = *ctx, .g = g, .pw = p};
     j.ctx.stride = l->count;
-    j.g = g;
-    j.pw = p;
-    j.uncompressed[0] = 0;
     pool_for(pool, l->count, PAR_GRAIN, prepare_part, &j);
     return j.uncompressed[0]; /* every part answers alike: it depends on the call, not the data */
 }
@@ -47,13 +42,8 @@ int par_fb_prepare(pool_t *pool, const layer_t *l, const feedback_ctx_t *ctx, co
 void par_fb_update(pool_t *pool, const layer_t *l, const feedback_ctx_t *ctx, const float *g,
                    const float *p, float *out)
 {
-    fb_job_t j;
-    j.l = l;
-    j.ctx = *ctx;
+    fb_job_t j = {.l = l, .ctx = *ctx, .g = g, .p = p, .out = out};
     j.ctx.stride = l->count;
-    j.g = g;
-    j.p = p;
-    j.out = out;
     pool_for(pool, l->count, PAR_GRAIN, update_part, &j);
 }
 

@@ -1,8 +1,7 @@
-# lib.sh — what the examples' end-to-end tests share; sourced by test_*.sh once they have set
+# lib.sh — what the examples' end-to-end tests share; sourced by test_*.sh, which then set
 #   prog          the program under test (its basename starts its error messages)
 #   mpirun        the launcher, and the array mpirun_args of its options
-# It makes $tmp (removed on exit) and defines:
-#   fail MSG...                        prints "FAIL: MSG" and counts it in $failures
+# (take_launcher). On top of ../lib.sh ($tmp, fail, take_launcher) it defines:
 #   run NAME NP ARGS...                runs the program on NP ranks: stdout in $tmp/NAME.out,
 #                                      stderr in $tmp/NAME.err, the exit status in $rc
 #   less A B                           A < B, for two numbers in any notation awk reads
@@ -12,14 +11,7 @@
 #                                      alone, without mpirun (a launch costs seconds on a
 #                                      loaded machine).
 
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 run() {
     local name=$1 np=$2

@@ -15,20 +15,16 @@
 # skipped (exit 77).
 set -u
 
-prog=$1
 data=${TERSE_DATA:-$2}
-mpirun=$3
-shift 3
-mpirun_args=("$@")
-
 if [ ! -f "$data/mushrooms.txt" ]; then
     echo "SKIP: $data/mushrooms.txt not found (set TERSE_DATA to the LibSVM data folder)"
     exit 77
 fi
 mushrooms=$data/mushrooms.txt
 
-# tmp, fail, run, less, expect_usage_error
+# tmp, fail, take_launcher, run, less, expect_usage_error
 source "$(dirname "$0")/lib.sh"
+take_launcher "$1" "${@:3}"
 
 # The gradnorm2 column of report iteration T in file F.
 gradnorm2() { awk -v t="$2" '$1 == "iter" && $2 == t { print $4 }' "$1"; }

@@ -17,13 +17,9 @@
 # usage: test_hetero_lsq.sh PROGRAM MPIRUN [MPIRUN_ARGS...]
 set -u
 
-prog=$1
-mpirun=$2
-shift 2
-mpirun_args=("$@")
-
-# tmp, fail, run, less, expect_usage_error
+# tmp, fail, take_launcher, run, less, expect_usage_error
 source "$(dirname "$0")/lib.sh"
+take_launcher "$@"
 
 # column COL of report iteration T in file F: gradnorm2 is column 4, dist2 6, bits 8
 col() { awk -v t="$2" -v c="$3" '$1 == "iter" && $2 == t { print $c }' "$1"; }

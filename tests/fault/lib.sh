@@ -1,9 +1,8 @@
 # shellcheck shell=bash disable=SC2154,SC2034
-# lib.sh — what the fault tests share; sourced by test_*.sh once they have set
-#   prog          ckpt_train
-#   mpirun        the launcher, and the array mpirun_args of its options
-# It makes $tmp (removed on exit) and defines:
-#   fail MSG...              prints "FAIL: MSG" and counts it in $failures
+# lib.sh — what the fault tests share; sourced by test_*.sh with their arguments
+#   CKPT_TRAIN MPIRUN [MPIRUN_ARGS...]
+# which it takes as prog, mpirun and mpirun_args. On top of ../lib.sh ($tmp, fail) it
+# defines:
 #   now                      seconds since the epoch, with nanoseconds
 #   elapsed T0 T1            T1 - T0 in seconds, 2 decimals
 #   launch LIMIT NAME NP ARGS...
@@ -15,19 +14,13 @@
 #   count GLOB...            how many of the arguments name existing files (for globs)
 #   show NAME                the last lines of a run's output, indented, for a failure report
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/terse-fault.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-failures=0
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+take_launcher "$@"
 
 # Open MPI refuses root without these (mpirun_args may carry --allow-run-as-root already).
 if [ "$(id -u)" -eq 0 ]; then
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
-
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
 
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }

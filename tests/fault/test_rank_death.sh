@@ -17,13 +17,8 @@
 # usage: test_rank_death.sh CKPT_TRAIN MPIRUN [MPIRUN_ARGS...]
 set -u
 
-prog=$1
-mpirun=$2
-shift 2
-mpirun_args=("$@")
-
-# tmp, fail, now, elapsed, launch, show
-source "$(dirname "$0")/lib.sh"
+# prog, mpirun, mpirun_args, tmp, fail, now, elapsed, launch, count, show
+source "$(dirname "$0")/lib.sh" "$@"
 
 np=4 victim=2 step=30 limit=120
 

@@ -17,13 +17,8 @@
 # usage: test_resume.sh CKPT_TRAIN MPIRUN [MPIRUN_ARGS...]
 set -u
 
-prog=$1
-mpirun=$2
-shift 2
-mpirun_args=("$@")
-
-# tmp, fail, now, elapsed, launch, show
-source "$(dirname "$0")/lib.sh"
+# prog, mpirun, mpirun_args, tmp, fail, now, elapsed, launch, count, show
+source "$(dirname "$0")/lib.sh" "$@"
 
 np=3 steps=40 every=10 die=27 saved=20
 control="compressor=topk:density=0.1; feedback=ef"

@@ -18,13 +18,8 @@
 # usage: test_save_kill.sh CKPT_TRAIN MPIRUN [MPIRUN_ARGS...]
 set -u
 
-prog=$1
-mpirun=$2
-shift 2
-mpirun_args=("$@")
-
-# tmp, fail, now, elapsed, launch, show
-source "$(dirname "$0")/lib.sh"
+# prog, mpirun, mpirun_args, tmp, fail, now, elapsed, launch, count, show
+source "$(dirname "$0")/lib.sh" "$@"
 
 np=3 kills=5 extra=1000000 limit=120
 cfg="compressor=topk:density=0.01; feedback=ef; min_size=0"

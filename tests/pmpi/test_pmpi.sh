@@ -23,10 +23,10 @@ set -u
 
 what=$1
 lib=$2
-prog=$3
-mpirun=$4
-shift 4
-mpirun_args=("$@")
+
+# tmp, fail, take_launcher
+source "$(dirname "$0")/../lib.sh"
+take_launcher "${@:3}"
 
 # the environment of the test is the one each run states, nothing inherited
 unset TERSE_CONFIG TERSE_COMPRESSOR TERSE_FEEDBACK TERSE_ADAPT TERSE_MIN_SIZE TERSE_LOG \
@@ -44,15 +44,6 @@ else
     launch=("$prog")
     name=pmpi_app
 fi
-
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
 
 # run NAME NP PRELOAD(yes|no) [VAR=VALUE...] -- PROGRAM_ARGS...: stdout and stderr of every
 # rank in $tmp/NAME.log, the exit status in $rc.
