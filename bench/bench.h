@@ -29,8 +29,9 @@ int bench_parse_bytes(const char *s, size_t *out);
  * gradients (a Gaussian times a log-normal-ish spread), identical on every run. */
 void bench_fill_gradient(float *v, size_t n, int rank, uint64_t layer_seed);
 
-/* Codec kernel throughput (--kernels): encode and decode of each codec next to memcpy. */
+/* Codec kernel throughput (--kernels): encode and decode of each codec next to memcpy, for
+ * each size from min to max bytes (doubling), or for each shape when shapes is not NULL. */
 int bench_kernels(const char *const *codecs, size_t n_codecs, size_t min_bytes, size_t max_bytes,
-                  int iters, int warmup);
+                  const shape_list_t *shapes, int iters, int warmup);
 
 #endif

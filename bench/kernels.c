@@ -10,6 +10,7 @@
 #include "codec.h"
 #include "config.h"
 #include "error.h"
+#include "simd.h"
 
 static double now_us(void)
 {
@@ -19,12 +20,19 @@ static double now_us(void)
 }
 
 int bench_kernels(const char *const *codecs, size_t n_codecs, size_t min_bytes, size_t max_bytes,
-                  int iters, int warmup)
+                  const shape_list_t *shapes, int iters, int warmup)
 {
     printf("# terse-bench --kernels: single thread, times are means over %d iterations\n", iters);
-    printf("# %-28s %12s %12s %12s %12s %8s\n", "codec", "size(B)", "encode(us)", "decode(us)",
+    printf("# kernels: %s (this CPU: %s; TERSE_SIMD=scalar forces the scalar ones)\n",
+           simd_name(simd_level()), simd_name(simd_cpu_level()));
+    printf("# %-38s %12s %12s %12s %12s %8s\n", "codec", "size(B)", "encode(us)", "decode(us)",
            "memcpy(us)", "ratio");
-    for (size_t bytes = min_bytes; bytes <= max_bytes; bytes *= 2) {
+    /* with --shape, one matrix per shape; otherwise the flat sweep of sizes */
+    const size_t n_steps = shapes ? shapes->n : SIZE_MAX;
+    size_t bytes = min_bytes;
+    for (size_t step = 0; step < n_steps && (shapes || bytes <= max_bytes); step++, bytes *= 2) {
+        const bench_shape_t shape = shapes ? shapes->v[step] : bench_flat_shape(bytes / 4);
+        if (shapes) bytes = shape.rows * shape.cols * 4;
         size_t n = bytes / 4;
         float *in = malloc(n * 4 + 4), *out = malloc(n * 4 + 4), *copy = malloc(n * 4 + 4);
         if (!in || !out || !copy) {
@@ -52,7 +60,6 @@ int bench_kernels(const char *const *codecs, size_t n_codecs, size_t min_bytes, 
             void *msg = malloc(ops->max_bytes(p, n) + 1);
             void *scratch = malloc(ops->scratch_bytes(p, n) + 1);
             if (!msg || !scratch) return 1;
-            const bench_shape_t shape = bench_flat_shape(n);
             const codec_ctx_t ctx = {0x5eed, 0, shape.rows, shape.cols};
             double enc = 0, dec = 0, cpy = 0;
             for (int it = -warmup; it < iters; it++) {
@@ -73,7 +80,9 @@ int bench_kernels(const char *const *codecs, size_t n_codecs, size_t min_bytes, 
                 }
             }
             enc /= iters; dec /= iters; cpy /= iters;
-            printf("%-30s %12zu %12.1f %12.1f %12.1f %8.2f\n", codecs[c], bytes, enc, dec, cpy,
+            char name[64];
+            snprintf(name, sizeof name, "%s %zux%zu", codecs[c], shape.rows, shape.cols);
+            printf("%-40s %12zu %12.1f %12.1f %12.1f %8.2f\n", name, bytes, enc, dec, cpy,
                    cpy > 0 ? (enc + dec) / cpy : 0.0);
             free(msg);
             free(scratch);

@@ -484,11 +484,21 @@ int main(int argc, char **argv)
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : rc;
     if (o.kernels) {
-        const char *defaults[] = {"fp16", "bf16", "topk:density=0.01", "randk:density=0.01"};
+        /* every codec, at the parameters the performance acceptance names */
+        const char *defaults[] = {"fp16", "bf16", "onebit", "topk:density=0.01",
+                                  "randk:density=0.01", "dgc:density=0.001", "qsgd:bits=4",
+                                  "qsgd:bits=8", "powersgd:rank=4"};
         const char *one[1] = {o.compressor};
-        return bench_kernels(o.compressor ? one : defaults,
-                             o.compressor ? 1 : sizeof defaults / sizeof defaults[0], o.min_bytes,
-                             o.max_bytes, o.iters, o.warmup);
+        shape_list_t shapes = {0};
+        if (o.shape && shapes_parse(o.shape, &shapes)) {
+            fprintf(stderr, "terse-bench: --shape '%s': want RxC[,RxC...] or resnet50\n", o.shape);
+            return 2;
+        }
+        rc = bench_kernels(o.compressor ? one : defaults,
+                           o.compressor ? 1 : sizeof defaults / sizeof defaults[0], o.min_bytes,
+                           o.max_bytes, o.shape ? &shapes : NULL, o.iters, o.warmup);
+        free(shapes.v);
+        return rc;
     }
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
