@@ -32,7 +32,8 @@ void onebit_unpack_add(const unsigned char *restrict bits, size_t n, float s, fl
 
 /* The sum of x[j]^2 (l2) or |x[j]| (l1) over [0, n), in double: eight partial sums, lane
  * j % 8 taking element j in increasing j, combined as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). A
- * fixed order, so that every rank and the tests' references get the same bits. */
+ * fixed order, so that every rank and the tests' references get the same bits; a NaN sum is
+ * always the same NaN (the default quiet NaN, positive). */
 double onebit_norm_acc(int scale, const float *x, size_t n);
 
 /* The scale of a vector of len elements whose norm_acc is acc: sqrt(acc) / sqrt(len) for l2

@@ -14,6 +14,7 @@
 #include "codec.h"
 #include "onebit.h"
 #include "protocol.h"
+#include "simd.h"
 
 /* ck_assert_msg records a mark point on every pass; loops of many checks use REQUIRE. */
 #define REQUIRE(cond, ...)                                                                  \
@@ -547,6 +548,67 @@ START_TEST(onebit_protocol_refuses_bad_peer_sizes_and_keeps_its_state)
 }
 END_TEST
 
+
+/* ---- Vector kernels --------------------------------------------------------------------- */
+
+/* What the kernels produce for x[0..n) at the current level: packed signs, unpacked and
+ * added values, both norms and a whole codec message, laid out in one byte buffer. */
+static size_t kernel_outputs(const float *x, size_t n, unsigned char *dst)
+{
+    size_t at = 0;
+    onebit_pack(x, n, dst);
+    at += onebit_sign_bytes(n);
+    float *u = malloc((n + 1) * sizeof *u);
+    ck_assert_ptr_nonnull(u);
+    onebit_unpack(dst, n, 0.75f, u);
+    memcpy(dst + at, u, n * sizeof *u);
+    at += n * sizeof *u;
+    for (size_t j = 0; j < n; j++) u[j] = x[j];
+    onebit_unpack_add(dst, n, 3.5f, u);
+    memcpy(dst + at, u, n * sizeof *u);
+    at += n * sizeof *u;
+    free(u);
+    for (int scale = ONEBIT_SCALE_L1; scale <= ONEBIT_SCALE_L2; scale++) {
+        const double acc = onebit_norm_acc(scale, x, n);
+        memcpy(dst + at, &acc, sizeof acc);
+        at += sizeof acc;
+        double p[TERSE_MAX_PARAMS];
+        params_of(scale, p);
+        at += codec_onebit_ops.encode(p, NULL, x, n, dst + at, NULL);
+    }
+    return at;
+}
+
+/* Packing, unpacking, norms and the codec's message are the same bytes at the scalar level
+ * and at the CPU's best, for every tail length and for NaN, Inf and zeros of both signs.
+ * Without AVX2 both runs are scalar. */
+START_TEST(onebit_vector_kernels_equal_the_scalar_ones)
+{
+    static const float specials[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, 1e-45f, -1e-45f};
+    const size_t big = 100003, cap = 3 * (big * 9 + 64);
+    float *x = malloc(big * sizeof *x);
+    unsigned char *a = malloc(cap), *b = malloc(cap);
+    ck_assert(x && a && b);
+    uint64_t s = 11;
+    for (int kind = 0; kind < 3; kind++) {
+        fill_random(x, big, &s, kind == 1);
+        if (kind == 2)
+            for (size_t j = 0; j < big; j += 1 + rng_next(&s) % 13) x[j] = specials[rng_next(&s) % 8];
+        for (size_t n = 0; n <= big; n = n < 300 ? n + 1 : n == 300 ? big - 40 : n + 13) {
+            simd_set_level(SIMD_SCALAR);
+            const size_t la = kernel_outputs(x, n, a);
+            simd_set_level(SIMD_AVX2);
+            const size_t lb = kernel_outputs(x, n, b);
+            size_t at = 0;
+            while (at < la && a[at] == b[at]) at++;
+            REQUIRE(la == lb && at == la, "kind %d, n=%zu: the levels differ at byte %zu of %zu", kind, n, at, la);
+        }
+    }
+    simd_set_level(simd_cpu_level());
+    free(x); free(a); free(b);
+}
+END_TEST
+
 static Suite *onebit_suite(void)
 {
     Suite *s = suite_create("onebit");
@@ -555,6 +617,7 @@ static Suite *onebit_suite(void)
     tcase_add_test(tc_pack, onebit_maps_zero_and_negative_zero_to_plus_one);
     tcase_add_test(tc_pack, onebit_packs_least_significant_bit_first);
     tcase_add_test(tc_pack, onebit_padding_follows_deepspeed_for_1_to_9_ranks);
+    tcase_add_test(tc_pack, onebit_vector_kernels_equal_the_scalar_ones);
     suite_add_tcase(s, tc_pack);
 
     TCase *tc_codec = tcase_create("codec");
