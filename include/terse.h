@@ -145,6 +145,37 @@ TERSE_API terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf)
 TERSE_API terse_status_t terse_allreduce_many(terse_comm_t *c, int n, const int *layers,
                                               float *const *bufs);
 
+/* A non-blocking terse_allreduce, finished by terse_wait or terse_test. */
+typedef struct terse_request terse_request_t;
+
+/* Starts terse_allreduce(c, layer, buf) on the communicator's progress thread and returns at
+ * once, so that the exchange overlaps the caller's computation. buf must stay valid and
+ * must be neither read nor written until terse_wait (or a terse_test that reports done)
+ * returns; then it holds exactly what terse_allreduce would have left. Collective like
+ * terse_allreduce: every rank starts the same layers in the same order. The requests of one
+ * communicator run one at a time, in the order they were started; any other call on c
+ * (terse_allreduce, terse_step_end, stats, save, load, destroy, ...) first waits until all
+ * of them have run. Argument errors (TERSE_ERR_ARG: NULL, unknown layer, NULL req) come
+ * from this call and start nothing; errors of the exchange itself come from terse_wait.
+ * Threads: the progress thread calls MPI, so MPI must be initialised with at least
+ * MPI_THREAD_SERIALIZED (and the caller must make no MPI call while a request is
+ * outstanding), or MPI_THREAD_MULTIPLE for a caller that keeps using MPI meanwhile. Below
+ * MPI_THREAD_SERIALIZED the allreduce runs inside this call, without overlap, and the
+ * request is already complete. Steady-state calls allocate nothing: finished requests are
+ * reused. */
+TERSE_API terse_status_t terse_iallreduce(terse_comm_t *c, int layer, float *buf,
+                                          terse_request_t **req);
+
+/* Waits until req has finished and releases it; returns its status (with its message in
+ * terse_last_error). req may be waited for after its communicator was destroyed. A request
+ * is waited for once: after terse_wait the handle is dead (TERSE_ERR_ARG if it is used
+ * again, as long as its memory has not been reused by a newer request). */
+TERSE_API terse_status_t terse_wait(terse_request_t *req);
+
+/* Whether req has finished, without blocking: *done = 0 and TERSE_OK while it runs; when it
+ * has finished, *done = 1 and the request is released with terse_wait's status. */
+TERSE_API terse_status_t terse_test(terse_request_t *req, int *done);
+
 /* Sets the learning rate gamma of every layer that uses error feedback in its "learning rate
  * inside" form (feedback=ef:lr=GAMMA; see docs/configuration.md), from the next call on:
  * those layers keep their error in parameter units, so a changed gamma scales only the new

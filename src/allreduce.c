@@ -267,6 +267,34 @@ terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf)
     GUARDED_MPI_CALL(c, "terse_allreduce", allreduce_one(c, layer, buf));
 }
 
+/* Validates at once, queues the call for the progress thread (src/progress.c). Not a
+ * GUARDED_CALL: that would first wait for the queue to empty. */
+terse_status_t terse_iallreduce(terse_comm_t *c, int layer, float *buf, terse_request_t **req)
+{
+    terse_error_clear();
+    TERSE_CHECK(guard_enter_mpi(c, "terse_iallreduce"));
+    terse_status_t s = check_layer(c, layer, "terse_iallreduce");
+    if (s == TERSE_OK && !buf && c->layers[layer].count > 0)
+        s = terse_error(TERSE_ERR_ARG, "terse_iallreduce: buf is NULL for layer %d of %zu elements", layer,
+                        c->layers[layer].count);
+    if (s == TERSE_OK && !req) s = terse_error(TERSE_ERR_ARG, "terse_iallreduce: req is NULL");
+    if (s == TERSE_OK) s = progress_start(c, layer, buf, allreduce_one, req);
+    guard_leave(c);
+    return s;
+}
+
+terse_status_t terse_wait(terse_request_t *req)
+{
+    terse_error_clear();
+    return progress_wait(req);
+}
+
+terse_status_t terse_test(terse_request_t *req, int *done)
+{
+    terse_error_clear();
+    return progress_test(req, done);
+}
+
 static terse_status_t allreduce_many(terse_comm_t *c, int n, const int *layers, float *const *bufs)
 {
     if (n < 0) return terse_error(TERSE_ERR_ARG, "terse_allreduce_many: n = %d is negative", n);

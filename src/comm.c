@@ -148,6 +148,7 @@ terse_status_t terse_comm_destroy(terse_comm_t *c)
     terse_error_clear();
     if (!c) return TERSE_OK;
     TERSE_CHECK(guard_remove(c, "terse_comm_destroy"));
+    progress_destroy(c); /* runs what is queued first */
     for (size_t i = 0; i < c->n_layers; i++) layer_free(&c->layers[i]);
     free(c->layers);
     free(c->headers);

@@ -8,10 +8,14 @@
  * Functions that read or change a communicator's mutable state also mark it as in use for
  * the length of the call: a second thread that enters meanwhile gets TERSE_ERR_STATE naming
  * the call in progress, instead of a data race. This enforces the thread-safety rule of
- * terse.h (one thread at a time per communicator). */
+ * terse.h (one thread at a time per communicator).
+ *
+ * A guarded call first waits for the communicator's terse_iallreduce requests to run
+ * (progress.h), so that it never touches the communicator while the progress thread does. */
 #ifndef TERSE_GUARD_H
 #define TERSE_GUARD_H
 
+#include "progress.h"
 #include "terse.h"
 
 /* Adds a new communicator to the live set. TERSE_ERR_NOMEM if the set cannot grow. */
@@ -42,6 +46,7 @@ terse_status_t guard_enter_mpi(terse_comm_t *c, const char *fn);
         terse_error_clear();                                                                \
         terse_status_t guard_s_ = enter((c), (fn));                                         \
         if (guard_s_ != TERSE_OK) return guard_s_;                                          \
+        progress_drain(c);                                                                  \
         guard_s_ = (call);                                                                  \
         guard_leave(c);                                                                     \
         return guard_s_;                                                                    \

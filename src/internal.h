@@ -88,6 +88,7 @@ struct terse_comm {
     uint64_t *headers;             /* nranks * HEADER_WORDS, sized at creation            */
     pool_t *pool;                  /* worker threads (threads=N > 1), else NULL            */
     lgreco_comm_t lg;
+    progress_t *progress;          /* terse_iallreduce's thread and requests, or NULL     */
 };
 
 /* The header every rank contributes before an exchange (words of uint64). */

@@ -21,11 +21,11 @@ import importlib
 from typing import Any, Tuple
 
 from . import _library
-from ._comm import Comm
+from ._comm import Comm, Request
 from ._errors import Status, TerseError
 from ._planner import lgreco_solve
 
-__all__ = ["Comm", "TerseError", "Status", "lgreco_solve", "library_path", "library_version",
+__all__ = ["Comm", "Request", "TerseError", "Status", "lgreco_solve", "library_path", "library_version",
            "__version__"]
 
 #: The version of this binding (the C library's is :func:`library_version`).

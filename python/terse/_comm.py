@@ -470,6 +470,21 @@ class Comm:
         _check(_library.get().terse_allreduce(h, lid, a.ctypes.data))
         return buf
 
+    def iallreduce(self, buf: Buffer, layer: LayerKey) -> "Request":
+        """Starts :meth:`allreduce` of one layer on terse's progress thread and returns at
+        once with a :class:`Request`; ``buf`` holds the result after ``Request.wait()``.
+        Leave ``buf`` alone until then (the request keeps it alive). Requests run one at a
+        time in the order they were started, the same order on every rank; any other call
+        on this Comm first waits for them. Overlap needs MPI initialised with at least
+        MPI_THREAD_SERIALIZED (mpi4py's default is MPI_THREAD_MULTIPLE, and a Comm that
+        starts MPI itself asks for MPI_THREAD_SERIALIZED); below it the allreduce runs inside
+        this call. Argument errors raise here; errors of the exchange raise from ``wait()``."""
+        h = self._handle()
+        lid, a = self._prepare(buf, layer, f"iallreduce(layer={layer!r})")
+        req = ctypes.c_void_p()
+        _check(_library.get().terse_iallreduce(h, lid, a.ctypes.data, ctypes.byref(req)))
+        return Request(req.value, buf, a, self)
+
     def allreduce_many(self, items: Union[Mapping[LayerKey, Buffer],
                                           Iterable[Tuple[Buffer, LayerKey]]]) -> List[Buffer]:
         """:meth:`allreduce` of several layers in one call, in the order given (the same on
@@ -562,3 +577,57 @@ class Comm:
         unchanged on every rank."""
         h = self._handle()
         _check(_library.get().terse_state_load(h, _path(path, "load")))
+
+
+class Request:
+    """A :meth:`Comm.iallreduce` in flight. ``wait()`` blocks until it has finished and
+    returns the buffer; ``test()`` says whether it has finished without blocking (and, when
+    it has, completes it as ``wait()`` would). A request is completed once; a request that is
+    garbage-collected before that is waited for first, so its buffer is never freed under
+    terse."""
+
+    def __init__(self, handle: int, buf: Buffer, array: np.ndarray, comm: "Comm") -> None:
+        self._h: Optional[int] = handle
+        self._buf = buf
+        self._array = array  # the memory terse writes to stays alive until the end
+        self._comm = comm
+
+    @property
+    def done(self) -> bool:
+        """True once the request has been completed by wait() or test()."""
+        return self._h is None
+
+    def wait(self) -> Buffer:
+        """Waits for the allreduce and returns its buffer; raises TerseError if the exchange
+        failed (on every rank, as a blocking allreduce would)."""
+        h = self._h
+        if h is None:
+            raise _arg_error("Request.wait: this request was completed already")
+        self._h = None
+        try:
+            _check(_library.get().terse_wait(h))
+        finally:
+            self._array = None
+        return self._buf
+
+    def test(self) -> bool:
+        """True if the allreduce has finished (the request is then complete, and raises
+        TerseError if it failed); False if it is still running."""
+        h = self._h
+        if h is None:
+            raise _arg_error("Request.test: this request was completed already")
+        done = ctypes.c_int(0)
+        s = _library.get().terse_test(h, ctypes.byref(done))
+        if done.value:
+            self._h = None
+            self._array = None
+        _check(s)
+        return bool(done.value)
+
+    def __del__(self) -> None:
+        h = getattr(self, "_h", None)
+        if h is not None:
+            self._h = None
+            lib = _library.loaded()
+            if lib is not None:
+                lib.terse_wait(h)

@@ -59,7 +59,8 @@ void *realloc(void *p, size_t n)
 
 static long allocs(void) { return __atomic_load_n(&terse_allocs, __ATOMIC_RELAXED); }
 
-static void steady(const char *config, const char *layer_config, size_t rows, size_t cols)
+/* async: through terse_iallreduce and terse_wait (the progress thread) instead. */
+static void steady(const char *config, const char *layer_config, size_t rows, size_t cols, int async)
 {
     terse_comm_t *c = NULL;
     EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, config, &c) == TERSE_OK, "%s: %s", config, terse_last_error());
@@ -75,19 +76,26 @@ static void steady(const char *config, const char *layer_config, size_t rows, si
         for (size_t i = 0; i < n; i++)
             g[i] = (float)((i * 2654435761u + (size_t)call * 97u + (size_t)mpitest_rank() * 31u) % 1000u) / 500.0f - 1.0f;
         const long a = allocs();
-        EXPECT(terse_allreduce(c, id, g) == TERSE_OK, "%s: %s", config, terse_last_error());
+        if (async) {
+            terse_request_t *r = NULL;
+            EXPECT(terse_iallreduce(c, id, g, &r) == TERSE_OK && terse_wait(r) == TERSE_OK, "%s: %s", config,
+                   terse_last_error());
+        } else {
+            EXPECT(terse_allreduce(c, id, g) == TERSE_OK, "%s: %s", config, terse_last_error());
+        }
         terse_step_end(c);
         if (call >= 3) during += allocs() - a; /* after warm-up */
     }
-    EXPECT(during == 0, "%s %s: %ld allocations in 9 steady-state calls", config, layer_config ? layer_config : "",
-           during);
+    EXPECT(during == 0, "%s %s%s: %ld allocations in 9 steady-state calls", config, layer_config ? layer_config : "",
+           async ? " (terse_iallreduce)" : "", during);
     free(g);
     terse_comm_destroy(c);
 }
 
 int main(int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
+    int provided;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided); /* for terse_iallreduce's thread */
     const char *codecs[] = {
         "compressor=none",
         "compressor=fp16; feedback=ef",
@@ -105,11 +113,12 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof codecs / sizeof codecs[0]; i++) {
         char cfg[160];
         snprintf(cfg, sizeof cfg, "%s; min_size=0", codecs[i]);
-        steady(cfg, NULL, 96, 80);
+        steady(cfg, NULL, 96, 80, 0);
+        steady(cfg, NULL, 96, 80, 1);
         snprintf(cfg, sizeof cfg, "%s; min_size=0; threads=3", codecs[i]);
-        steady(cfg, NULL, 96, 80);
+        steady(cfg, NULL, 96, 80, 0);
     }
-    steady("compressor=topk:density=0.01; feedback=ef; min_size=0; hier=on", NULL, 96, 80);
+    steady("compressor=topk:density=0.01; feedback=ef; min_size=0; hier=on", NULL, 96, 80, 0);
     int rc = mpitest_finish("test_alloc");
     MPI_Finalize();
     return rc;

@@ -213,6 +213,41 @@ def test_allreduce_many_equals_one_by_one():
         expect(c.stats("a")["calls"] == before, "nothing reduced when a later item is invalid")
 
 
+def test_iallreduce_equals_allreduce():
+    shapes = {"a": (300,), "b": (10, 10)}
+    with terse.Comm("compressor=topk:k=3; feedback=ef; min_size=0") as c:
+        refs = {n: RefTopkEF(3, s, NRANKS) for n, s in shapes.items()}
+        for call in range(3):
+            gs = {n: gradient(RANK, call, s, seed=4) for n, s in shapes.items()}
+            reqs = [c.iallreduce(gs[n], n) for n in shapes]
+            expect(all(isinstance(r, terse.Request) for r in reqs), "returns Requests")
+            if call == 1:
+                while not reqs[0].test():
+                    pass
+                expect(reqs[0].done, "test() completed it")
+                expect(reqs[1].wait() is gs["b"], "wait returns the buffer")
+            else:
+                for r, n in reversed(list(zip(reqs, shapes))):
+                    expect(r.wait() is gs[n], "wait returns the buffer")
+            for n, s in shapes.items():
+                want = refs[n].step([gradient(r, call, s, seed=4) for r in range(NRANKS)])
+                expect(bitwise_equal(gs[n], want), f"iallreduce layer {n} call {call}")
+        r = c.iallreduce(np.zeros(300, np.float32), "a")
+        r.wait()
+        expect_error(Status.ERR_ARG, r.wait, "completed already")
+        expect_error(Status.ERR_ARG, lambda: c.iallreduce(np.zeros(3, np.float32), "a"), "shape")
+        expect_error(Status.ERR_ARG, lambda: c.iallreduce(np.zeros(300, np.float64), "a"), "float32")
+        # a request dropped without wait() is waited for when collected; a later call is fine
+        c.iallreduce(np.zeros(300, np.float32), "a")
+        expect(c.stats("a")["calls"] == 5, "every request ran, in order")
+    # requests outlive their Comm: close() runs them first
+    c = terse.Comm("compressor=none")
+    g = np.full(8, float(RANK + 1), np.float32)
+    r = c.iallreduce(g, "x")
+    c.close()
+    expect(r.wait() is g and float(g[0]) == (NRANKS + 1) / 2, "a request waited for after close")
+
+
 def test_layer_registration():
     with terse.Comm("compressor=topk:k=2; feedback=ef; min_size=0") as c:
         expect(c.layer("w", (8, 3)) == 0, "first id 0")
