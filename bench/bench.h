@@ -34,4 +34,9 @@ void bench_fill_gradient(float *v, size_t n, int rank, uint64_t layer_seed);
 int bench_kernels(const char *const *codecs, size_t n_codecs, size_t min_bytes, size_t max_bytes,
                   const shape_list_t *shapes, int iters, int warmup);
 
+/* --overlap MS: terse_allreduce then MS of computation, against terse_iallreduce with the
+ * same computation before terse_wait; prints one row (rank 0). 0, 1 (a call failed), 2. */
+int bench_overlap(const char *cfg, const bench_shape_t *shapes, size_t n_layers, float *const *grad,
+                  float *const *buf, const size_t *counts, double ms, int iters, int warmup);
+
 #endif

@@ -32,6 +32,7 @@ typedef struct {
     const char *config, *compressor, *feedback, *adapt, *json, *shape, *device;
     size_t min_bytes, max_bytes;
     int iters, warmup, baseline, check, kernels;
+    double overlap_ms;  /* --overlap MS: > 0 runs the overlap comparison instead */
     int converge[16], n_converge;
 } opts_t;
 
@@ -76,6 +77,8 @@ static void usage(FILE *f)
             "  --json FILE           write the rows as JSON too\n"
             "  --converge T1,T2,...  relative error of the running mean after T1, T2, ... calls\n"
             "  --kernels             single process: codec encode/decode time next to memcpy\n"
+            "  --overlap MS          allreduce then MS ms of computation, against terse_iallreduce\n"
+            "                        overlapping the same computation (MPI_THREAD_MULTIPLE)\n"
             "  --device cpu|cuda     where the buffers live (cuda is not built yet)\n");
 }
 
@@ -107,6 +110,15 @@ static int parse_args(int argc, char **argv, opts_t *o)
         else if (!strcmp(a, "--baseline")) o->baseline = 1;
         else if (!strcmp(a, "--check")) o->check = 1;
         else if (!strcmp(a, "--kernels")) o->kernels = 1;
+        else if (!strcmp(a, "--overlap")) {
+            VALUE();
+            char *end;
+            o->overlap_ms = strtod(v, &end);
+            if (*end || !(o->overlap_ms > 0 && o->overlap_ms < 1e6)) {
+                fprintf(stderr, "terse-bench: --overlap '%s': want milliseconds > 0\n", v);
+                return 2;
+            }
+        }
         else if (!strcmp(a, "--converge")) {
             VALUE();
             char *end = NULL;
@@ -219,6 +231,7 @@ static void print_header(const opts_t *o, const char *cfg)
            terse_version() / 100 % 100, terse_version() % 100, nranks_, o->iters, o->warmup);
     printf("# configuration: %s\n", cfg);
     printf("# nodes: %d (%d ranks)\n", nodes_, nranks_);
+    if (o->overlap_ms > 0) return; /* bench_overlap's own columns follow */
     printf("# time: slowest rank's mean per call; busbw = algbw * 2(n-1)/n; wire: this rank's "
            "message; sent: bytes this rank handed to the transport per call\n");
     printf("# %12s %10s %5s %-24s %11s %11s %11s %12s %8s %12s %10s %12s %10s %14s\n", "size(B)",
@@ -500,7 +513,12 @@ int main(int argc, char **argv)
         free(shapes.v);
         return rc;
     }
-    MPI_Init(&argc, &argv);
+    if (o.overlap_ms > 0) {
+        int provided; /* the progress thread calls MPI */
+        MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    } else {
+        MPI_Init(&argc, &argv);
+    }
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks_);
     nodes_ = count_nodes();
@@ -530,6 +548,10 @@ int main(int argc, char **argv)
         else fprintf(json, "[\n");
     }
     int first = 1, failed = 0;
+    if (o.overlap_ms > 0 && rank_ == 0)
+        printf("# overlap: %.1f ms of computation per iteration; times in ms, slowest rank's mean\n"
+               "# %12s %9s %12s %12s %12s %12s %8s\n", o.overlap_ms, "size(B)", "layers", "allreduce",
+               "compute", "serial", "overlapped", "hidden");
     shape_list_t shapes = {0};
     if (o.shape && shapes_parse(o.shape, &shapes)) {
         if (rank_ == 0) fprintf(stderr, "terse-bench: --shape '%s': want RxC[,RxC...] or resnet50\n", o.shape);
@@ -553,6 +575,14 @@ int main(int argc, char **argv)
             bench_fill_gradient(grad[l], counts[l], rank_, l + 1);
         }
         row_t row;
+        if (o.overlap_ms > 0) {
+            rc = bench_overlap(cfg, sh, n_layers, grad, buf, counts, o.overlap_ms, o.iters, o.warmup);
+            if (rc) failed = rc;
+            for (size_t l = 0; l < n_layers; l++) { free(grad[l]); free(buf[l]); }
+            free(grad); free(buf); free(counts);
+            if (failed == 2 || o.shape) break;
+            continue;
+        }
         if (o.baseline) {
             if (run_dense(&o, grad, buf, counts, n_layers, &row, sum)) failed = 1;
             print_row(&row);
