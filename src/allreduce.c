@@ -178,7 +178,7 @@ void engine_begin(engine_side_t *s, terse_comm_t *c, int layer, transport_t *tp,
     s->g = s->p = g;
     s->uncompressed = 0;
     if (!l->dense) {
-        s->uncompressed = par_fb_prepare(c->pool, l, &s->fctx, g, l->p);
+        s->uncompressed = par_fb_prepare(c->pool, l, &s->fctx, g, l->p) || auto_call_dense(l);
         s->p = l->p;
     }
     call_init(&s->call, c, layer, tp, s->p, s->uncompressed);
@@ -210,6 +210,7 @@ terse_status_t engine_exchange_decode(const protocol_ops_t *proto, proto_call_t 
 
 void engine_record(layer_t *l, size_t wire, uint64_t sent, uint64_t inter, const double t[4])
 {
+    auto_record(l, t[3] - t[0]);
     l->calls++;
     l->last.wire_bytes = wire;
     l->last.sent_bytes = (size_t)sent;
@@ -259,7 +260,8 @@ static terse_status_t allreduce_one(terse_comm_t *c, int layer, float *buf)
         return terse_error(TERSE_ERR_ARG, "terse_allreduce: buf is NULL for layer %d of %zu elements",
                            layer, l->count);
     TERSE_CHECK(lgreco_maybe_decide(c));
-    return c->hier.on ? hier_allreduce(c, layer, buf) : flat_allreduce(c, layer, buf);
+    TERSE_CHECK(c->hier.on ? hier_allreduce(c, layer, buf) : flat_allreduce(c, layer, buf));
+    return auto_maybe_decide(c, l);
 }
 
 terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf)
@@ -352,14 +354,14 @@ static terse_status_t layer_stats(terse_comm_t *c, int layer, terse_stats_t *out
     if (l->dense)
         snprintf(s.codec, sizeof s.codec, "none");
     else
-        config_format_method(&l->cfg.compressor, s.codec, sizeof s.codec);
+        config_format_compressor(&l->cfg, s.codec, sizeof s.codec);
     snprintf(s.feedback, sizeof s.feedback, "%s", l->fb->name);
     s.count = l->count;
     s.calls = l->calls;
     s.skipped = l->skipped;
     s.step = c->step;
     s.total_sent_bytes = l->total_sent;
-    s.dense = l->dense;
+    s.dense = l->dense || l->autorec.choice == AUTO_DENSE;
     s.hier_nodes = l->hier_nodes;
     s.adapted = l->lg != NULL;
     if (c->lg.on) {

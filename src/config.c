@@ -68,6 +68,7 @@ void config_defaults(terse_config_t *cfg)
     cfg->hier = CONFIG_HIER_AUTO;
     cfg->bind = CONFIG_BIND_AUTO;
     cfg->nonfinite = CONFIG_NONFINITE_ERROR;
+    cfg->auto_trials = 0;
 }
 
 /* Copies the trimmed text [b, e) into out (len bytes); 0 if it does not fit. */
@@ -253,6 +254,56 @@ static terse_status_t parse_integer(const char *key, const char *value, double l
     return TERSE_OK;
 }
 
+/* compressor=auto[:with=CODEC][,trials=T][,CODEC's parameters], in any order: `with` (default
+ * topk) names the compressed path, `trials` (default 2, 1 to 64) how many calls of each path
+ * a layer times before it keeps the faster; every other parameter is the codec's. */
+#define AUTO_DEFAULT_CODEC "topk"
+#define AUTO_DEFAULT_TRIALS 2
+
+static terse_status_t parse_auto(const char *value, terse_config_t *cfg)
+{
+    char with[64] = AUTO_DEFAULT_CODEC, rest[512] = "", list[1024];
+    double trials = AUTO_DEFAULT_TRIALS;
+    const char *s = strchr(value, ':');
+    if (s && !*++s)
+        return terse_error(TERSE_ERR_ARG, "compressor auto: nothing after ':' in '%s'; accepted: "
+                           "with=CODEC, trials=T and the codec's parameters", value);
+    size_t used = 0;
+    while (s && *s) {
+        const char *comma = strchr(s, ',');
+        const char *e = comma ? comma : s + strlen(s);
+        char item[256], name[64];
+        if (!trim_copy(s, e, item, sizeof item))
+            return terse_error(TERSE_ERR_ARG, "compressor auto: parameter text too long in '%s'", value);
+        const char *eq = strchr(item, '=');
+        if (eq && trim_copy(item, eq, name, sizeof name) && strcmp(name, "with") == 0) {
+            if (!trim_copy(eq + 1, eq + strlen(eq), with, sizeof with))
+                return terse_error(TERSE_ERR_ARG, "compressor auto: '%s' is too long", item);
+        } else if (eq && trim_copy(item, eq, name, sizeof name) && strcmp(name, "trials") == 0) {
+            TERSE_CHECK(parse_integer("compressor auto: trials", eq + 1, 1, 64, &trials));
+        } else {
+            int n = snprintf(rest + used, sizeof rest - used, "%s%s", used ? "," : "", item);
+            if (n < 0 || (size_t)n >= sizeof rest - used)
+                return terse_error(TERSE_ERR_ARG, "compressor auto: parameters too long in '%s'", value);
+            used += (size_t)n;
+        }
+        s = comma ? comma + 1 : e;
+    }
+    const method_def_t *def = codec_find(with);
+    if (!def || strcmp(with, "none") == 0 || strcmp(with, "auto") == 0) {
+        list_methods(codec_registry, codec_registry_len, list, sizeof list);
+        return terse_error(TERSE_ERR_ARG, "compressor auto: 'with=%s' names no compressed path; accepted: "
+                           "a codec other than none and auto (%s)", with, list);
+    }
+    char spec_text[600];
+    snprintf(spec_text, sizeof spec_text, "%s%s%s", with, used ? ":" : "", rest);
+    method_spec_t spec;
+    TERSE_CHECK(parse_method(&method_keys[0], spec_text, &spec));
+    cfg->compressor = spec;
+    cfg->auto_trials = (int)trials;
+    return TERSE_OK;
+}
+
 static terse_status_t parse_item(terse_config_t *cfg, const char *item, int per_layer)
 {
     const char *eq = strchr(item, '=');
@@ -265,6 +316,13 @@ static terse_status_t parse_item(terse_config_t *cfg, const char *item, int per_
     for (size_t i = 0; i < sizeof method_keys / sizeof method_keys[0]; i++) {
         if (strcmp(key, method_keys[i].key) != 0) continue;
         method_spec_t *dst = i == 0 ? &cfg->compressor : i == 1 ? &cfg->feedback : &cfg->adapt;
+        if (i == 0) {
+            const size_t name_len = strcspn(value, ":");
+            if (name_len == 4 && strncmp(value, "auto", 4) == 0) return parse_auto(value, cfg);
+            TERSE_CHECK(parse_method(&method_keys[i], value, dst));
+            cfg->auto_trials = 0;
+            return TERSE_OK;
+        }
         return parse_method(&method_keys[i], value, dst);
     }
     int w;
@@ -365,6 +423,9 @@ terse_status_t config_check_supported(const terse_config_t *cfg)
                            "%s '%s' is part of the configuration grammar but not built in this "
                            "version of terse (%u)", keys[i], name, terse_version());
     }
+    if (cfg->auto_trials && strcmp(cfg->adapt.def->name, "none") != 0)
+        return terse_error(TERSE_ERR_ARG, "compressor=auto chooses between dense and one compressed path "
+                           "per layer; it does not combine with adapt=%s", cfg->adapt.def->name);
     if (strcmp(cfg->adapt.def->name, "lgreco") == 0 && strcmp(cfg->compressor.def->name, "none") != 0 &&
         !lgreco_family_for(cfg->compressor.def->name))
         return terse_error(TERSE_ERR_ARG,
@@ -415,10 +476,20 @@ size_t config_format_method(const method_spec_t *m, char *buf, size_t len)
     return used;
 }
 
+size_t config_format_compressor(const terse_config_t *cfg, char *buf, size_t len)
+{
+    char m[256];
+    config_format_method(&cfg->compressor, m, sizeof m);
+    if (!cfg->auto_trials) return (size_t)snprintf(buf, len, "%s", m);
+    const char *params = strchr(m, ':');
+    return (size_t)snprintf(buf, len, "auto:with=%s,trials=%d%s%s", cfg->compressor.def->name, cfg->auto_trials,
+                            params ? "," : "", params ? params + 1 : "");
+}
+
 size_t config_format(const terse_config_t *cfg, char *buf, size_t len)
 {
-    char c[256], f[256], a[256];
-    config_format_method(&cfg->compressor, c, sizeof c);
+    char c[320], f[256], a[256];
+    config_format_compressor(cfg, c, sizeof c);
     config_format_method(&cfg->feedback, f, sizeof f);
     config_format_method(&cfg->adapt, a, sizeof a);
     return (size_t)snprintf(buf, len,

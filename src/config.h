@@ -26,6 +26,10 @@ typedef struct {
     config_hier_t hier;
     config_bind_t bind;
     config_nonfinite_t nonfinite;
+    /* compressor=auto[:with=CODEC,trials=T,...]: compressor holds CODEC and its parameters,
+     * and each layer times T calls of the dense and of the compressed path before keeping
+     * the faster (src/auto.c). 0: not auto. */
+    int auto_trials;
 } terse_config_t;
 
 /* The adaptation methods the grammar names (adapt=). */
@@ -53,6 +57,10 @@ terse_status_t config_resolve(const char *text, terse_config_t *out);
 /* Writes a method as a configuration value ("topk:density=0.01"). Returns the length it
  * needs, like snprintf. */
 size_t config_format_method(const method_spec_t *m, char *buf, size_t len);
+
+/* Writes the compressor as a configuration value: config_format_method's, or
+ * "auto:with=topk,trials=2,density=0.01" under compressor=auto. Returns the length needed. */
+size_t config_format_compressor(const terse_config_t *cfg, char *buf, size_t len);
 
 /* Writes the whole configuration as a configuration string. Returns the length needed. */
 size_t config_format(const terse_config_t *cfg, char *buf, size_t len);

@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 
+#include "auto.h"
 #include "codec.h"
 #include "config.h"
 #include "error.h"
@@ -40,6 +41,8 @@ typedef struct {
     int hier_nodes;                /* hier: the node count (part of the fingerprint); 0 flat */
 
     lgreco_layer_t *lg;            /* adapt=lgreco: the plan and window; NULL otherwise      */
+
+    auto_rec_t autorec;            /* compressor=auto: the trials and the choice             */
 
     uint64_t calls, skipped;
     terse_stats_t last;            /* figures of the last call                             */
@@ -112,6 +115,17 @@ uint64_t layer_fingerprint(const layer_t *l);
 
 /* Frees one layer's buffers. */
 void layer_free(layer_t *l);
+
+/* ---- compressor=auto (src/auto.c) ---- */
+
+/* Whether layer l chooses between dense and compressed (an auto layer not dense anyway). */
+int auto_on(const layer_t *l);
+/* Whether this call of auto layer l goes dense: a dense trial, or dense was chosen. */
+int auto_call_dense(const layer_t *l);
+/* Records a trial call that took `us` on this rank. */
+void auto_record(layer_t *l, double us);
+/* After a successful call: once every trial has run, the ranks agree on the faster path. */
+terse_status_t auto_maybe_decide(terse_comm_t *c, layer_t *l);
 
 /* Monotonic time in microseconds. */
 double engine_now_us(void);

@@ -41,6 +41,7 @@ uint64_t layer_fingerprint(const layer_t *l)
     if (!l->dense)
         h = method_hash(method_hash(h, &l->cfg.compressor, 0), &l->cfg.feedback, l->fb->rank_local_params);
     h = fnv(h, &l->cfg.reduce, sizeof l->cfg.reduce);
+    if (l->cfg.auto_trials && !l->dense) h = fnv(h, &l->cfg.auto_trials, sizeof l->cfg.auto_trials);
     /* under hier the leaders' exchange has another rank count and the feedback state other
      * semantics: a state file from the other mode must not load */
     return l->hier_nodes ? fnv(h, &l->hier_nodes, sizeof l->hier_nodes) : h;
@@ -146,7 +147,7 @@ static terse_status_t layer_add(terse_comm_t *c, const char *name, size_t rows, 
     l.agg = alloc_floats(count);
     l.ws = malloc(ws ? ws : 1);
     l.scratch = malloc(scratch + 1);
-    if (l.fb->may_send_uncompressed) {
+    if (l.fb->may_send_uncompressed || auto_on(&l)) {
         const proto_shape_t dshape = {&codec_none_ops, layer_no_params, rows, cols, count, n};
         l.ws_dense = malloc(protocol_dense.workspace_bytes(&dshape));
     }
@@ -156,7 +157,7 @@ static terse_status_t layer_add(terse_comm_t *c, const char *name, size_t rows, 
         l.ws_node = malloc(node_reduce_workspace(c->hier.lay.local_size));
     }
     if (!l.state || !l.p || (l.fb->needs_delta && !l.delta) || !l.agg || !l.ws || !l.scratch ||
-        (l.fb->may_send_uncompressed && !l.ws_dense) || (c->hier.on && (!l.ws_node || (leads && !l.node_sum)))) {
+        ((l.fb->may_send_uncompressed || auto_on(&l)) && !l.ws_dense) || (c->hier.on && (!l.ws_node || (leads && !l.node_sum)))) {
         layer_free(&l);
         return terse_error(TERSE_ERR_NOMEM, "terse_layer_add: out of memory for a layer of %zu elements",
                            count);

@@ -8,9 +8,12 @@
  *              double plan (the adapted parameter's value, NaN if none; version 2) |
  *              uint64 n_state | char codec[128] | char feedback[64] | float state[n_state] |
  *              uint64 window_calls | uint64 n_window | float window[n_window]   (version 2:
- *              L-GreCo's accumulation, on rank 0 only; n_window = 0 elsewhere)
+ *              L-GreCo's accumulation, on rank 0 only; n_window = 0 elsewhere) |
+ *              uint64 auto_choice | uint64 auto_done | double auto_best[2]   (compressor=auto's
+ *              trials and choice, zeros for other layers; version 3)
  *   uint64 checksum (FNV-1a of every byte before it)
  * Version 1 files (no plan) still load; their adapted layers start from the uniform plan.
+ * Version 1 and 2 files (no auto record) load with the trials of compressor=auto to come.
  * Both operations are collective and all-or-nothing across ranks: an MPI_Allreduce of a
  * success flag decides whether the temporary files are renamed (save) or the parsed state
  * is applied (load). The ranks' files must hold the same step; a rank left with the older
@@ -28,7 +31,7 @@
 #include "internal.h"
 #include "transport_mpi.h"
 
-#define STATE_VERSION 2u
+#define STATE_VERSION 3u
 static const char state_magic[8] = "TERSEST";
 
 typedef struct {
@@ -150,6 +153,7 @@ static terse_status_t state_save(terse_comm_t *c, const char *path)
         put_u64(&b, window ? l->lg->acc_calls : 0);
         put_u64(&b, window ? l->count : 0);
         if (window) put(&b, l->lg->acc, l->count * sizeof(float));
+        put(&b, &l->autorec, sizeof l->autorec);
     }
     put_u64(&b, b.failed ? 0 : state_checksum(b.data, b.len));
 
@@ -197,6 +201,7 @@ typedef struct {
     size_t *window_offsets; /* per layer: where its window starts (0: no window in the file)  */
     uint64_t *calls, *skipped, *window_calls;
     double *plan;
+    auto_rec_t *autorec;
 } parsed_t;
 
 static terse_status_t parse_file(const terse_comm_t *c, const unsigned char *d, size_t len,
@@ -261,6 +266,7 @@ static terse_status_t parse_file(const terse_comm_t *c, const unsigned char *d, 
         r.p += n_state * sizeof(float);
         out->window_calls[i] = 0;
         out->window_offsets[i] = 0;
+        memset(&out->autorec[i], 0, sizeof out->autorec[i]);
         if (version < 2) continue;
         uint64_t n_window;
         if (!get(&r, &out->window_calls[i], 8) || !get(&r, &n_window, 8))
@@ -274,6 +280,14 @@ static terse_status_t parse_file(const terse_comm_t *c, const unsigned char *d, 
             return terse_error(TERSE_ERR_IO, "%s is truncated", file);
         out->window_offsets[i] = n_window ? (size_t)(r.p - d) : 0;
         r.p += n_window * sizeof(float);
+        if (version < 3) continue;
+        auto_rec_t *a = &out->autorec[i];
+        if (!get(&r, a, sizeof *a)) return terse_error(TERSE_ERR_IO, "%s is truncated", file);
+        if (a->choice > AUTO_DENSE || a->done > 2 * (uint64_t)l->cfg.auto_trials ||
+            (!auto_on(l) && (a->choice || a->done)) || !(a->best[0] >= 0) || !(a->best[1] >= 0))
+            return terse_error(TERSE_ERR_MISMATCH, "%s: layer %zu holds a compressor=auto record (choice %llu "
+                               "after %llu trials) that its registered configuration cannot have", file, i,
+                               (unsigned long long)a->choice, (unsigned long long)a->done);
     }
     if (r.p != r.end) return terse_error(TERSE_ERR_IO, "%s has trailing bytes", file);
     return TERSE_OK;
@@ -295,6 +309,7 @@ static void loaded_free(loaded_t *f)
     free(f->pf.skipped);
     free(f->pf.window_calls);
     free(f->pf.plan);
+    free(f->pf.autorec);
     memset(f, 0, sizeof *f);
 }
 
@@ -310,7 +325,9 @@ static terse_status_t load_file(const terse_comm_t *c, const char *file, loaded_
     pf->skipped = calloc(n, sizeof *pf->skipped);
     pf->window_calls = calloc(n, sizeof *pf->window_calls);
     pf->plan = calloc(n, sizeof *pf->plan);
-    if (!pf->offsets || !pf->window_offsets || !pf->calls || !pf->skipped || !pf->window_calls || !pf->plan)
+    pf->autorec = calloc(n, sizeof *pf->autorec);
+    if (!pf->offsets || !pf->window_offsets || !pf->calls || !pf->skipped || !pf->window_calls || !pf->plan ||
+        !pf->autorec)
         return terse_error(TERSE_ERR_NOMEM, "terse_state_load: out of memory");
     FILE *f = fopen(file, "rb");
     if (!f) return terse_error(TERSE_ERR_IO, "terse_state_load: cannot open %s: %s", file, strerror(errno));
@@ -352,6 +369,7 @@ static void apply_loaded(terse_comm_t *c, const loaded_t *f)
         memcpy(l->state, f->d + pf->offsets[i], state_floats(l) * sizeof(float));
         l->calls = pf->calls[i];
         l->skipped = pf->skipped[i];
+        l->autorec = pf->autorec[i];
     }
     c->step = pf->step;
     if (c->lg.on) {

@@ -26,9 +26,9 @@ static void bad_arguments(void)
     EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, "compresor=topk", &c) == TERSE_ERR_ARG &&
                strstr(terse_last_error(), "compressor") != NULL,
            "unknown key lists the accepted ones: %s", terse_last_error());
-    EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, "compressor=auto", &c) == TERSE_ERR_UNSUPPORTED &&
-               strstr(terse_last_error(), "auto") != NULL,
-           "a codec not built yet: %s", terse_last_error());
+    EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, "compressor=auto:with=none", &c) == TERSE_ERR_ARG && c == NULL &&
+               strstr(terse_last_error(), "with=none") != NULL,
+           "auto with no compressed path: %s", terse_last_error());
     EXPECT(terse_comm_create_mpi_f(-12345, NULL, &c) != TERSE_OK && c == NULL, "bad Fortran handle");
     EXPECT(terse_comm_destroy(NULL) == TERSE_OK, "destroy(NULL) is fine");
     EXPECT(terse_comm_create_world(NULL, NULL) == TERSE_ERR_ARG && has_message(), "world: NULL out");
@@ -55,7 +55,7 @@ static void bad_arguments(void)
            "absurd size: %s", terse_last_error());
     EXPECT(terse_layer_add(c, "x", 4, 1, "threads=2", &id) == TERSE_ERR_ARG && id == 7,
            "communicator-wide key in a layer config: %s", terse_last_error());
-    EXPECT(terse_layer_add(c, "x", 4, 1, "compressor=auto", &id) == TERSE_ERR_UNSUPPORTED && id == 7,
+    EXPECT(terse_layer_add(c, "x", 4, 1, "compressor=auto:trials=0", &id) == TERSE_ERR_ARG && id == 7,
            "%s", terse_last_error());
     EXPECT(terse_layer_add(c, "x", 4, 1, "compressor=topk:density=0.5,k=2", &id) == TERSE_ERR_ARG && id == 7,
            "density and k together: %s", terse_last_error());

@@ -312,7 +312,7 @@ def test_save_load_resumes_bit_for_bit():
 def test_errors_raise_terse_error():
     expect_error(Status.ERR_ARG, lambda: terse.Comm("compresor=topk"), "compresor")
     expect_error(Status.ERR_ARG, lambda: terse.Comm("compressor=topk:density=2"), "density")
-    expect_error(Status.ERR_UNSUPPORTED, lambda: terse.Comm("compressor=auto"), "auto")
+    expect_error(Status.ERR_ARG, lambda: terse.Comm("compressor=auto:with=none"), "with=none")
     expect_error(Status.ERR_ARG, lambda: terse.Comm(comm="world"), "mpi4py")
     expect_error(Status.ERR_ARG, lambda: terse.Comm(config=3), "config")
     with terse.Comm("compressor=topk:k=2; feedback=ef; min_size=0") as c:

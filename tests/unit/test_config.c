@@ -81,6 +81,7 @@ static void assert_same_config(const terse_config_t *a, const terse_config_t *b)
     ck_assert_int_eq(a->hier, b->hier);
     ck_assert_int_eq(a->bind, b->bind);
     ck_assert_int_eq(a->nonfinite, b->nonfinite);
+    ck_assert_int_eq(a->auto_trials, b->auto_trials);
 }
 
 /* The value of parameter `name` of a method spec. */
@@ -215,7 +216,6 @@ static const method_case_t codec_cases[] = {
      "dgc:density=0.001,sample=0.01,momentum=0.9,nesterov=1,clip=1,warmup=100,schedule=paper"},
     {"powersgd:rank=4,start=10,min_rate=2,warm_start=1",
      "powersgd:rank=4,start=10,min_rate=2,warm_start=1,seed=0"},
-    {"auto", "auto"},
 };
 #define N_CODEC_CASES ((int)(sizeof codec_cases / sizeof codec_cases[0]))
 
@@ -309,9 +309,45 @@ START_TEST(config_stores_parameter_values)
 }
 END_TEST
 
-START_TEST(config_reports_unbuilt_settings_as_unsupported)
+/* compressor=auto[:with=CODEC,trials=T,...]: the codec and its parameters in compressor, the
+ * trials beside; a later plain compressor= turns it off. */
+START_TEST(config_parses_auto)
 {
     terse_config_t cfg = parsed("compressor=auto");
+    ck_assert_str_eq(cfg.compressor.def->name, "topk");
+    ck_assert_int_eq(cfg.auto_trials, 2);
+    ck_assert_int_eq(config_check_supported(&cfg), TERSE_OK);
+    char buf[256];
+    config_format_compressor(&cfg, buf, sizeof buf);
+    ck_assert_str_eq(buf, "auto:with=topk,trials=2");
+    cfg = parsed("compressor=auto:density=0.05, with=topk");
+    ck_assert_double_eq(param_of(&cfg.compressor, "density"), 0.05);
+    config_format_compressor(&cfg, buf, sizeof buf);
+    ck_assert_str_eq(buf, "auto:with=topk,trials=2,density=0.05");
+    cfg = parsed("compressor=auto:with=onebit,trials=5");
+    ck_assert_str_eq(cfg.compressor.def->name, "onebit");
+    ck_assert_int_eq(cfg.auto_trials, 5);
+    cfg = parsed("compressor=auto:with=qsgd,bits=2; compressor=fp16");
+    ck_assert_str_eq(cfg.compressor.def->name, "fp16");
+    ck_assert_int_eq(cfg.auto_trials, 0);
+    /* per layer too */
+    terse_config_t l;
+    config_defaults(&l);
+    ck_assert_int_eq(config_parse(&l, "compressor=auto:with=powersgd,rank=2", 1), TERSE_OK);
+    ck_assert_str_eq(l.compressor.def->name, "powersgd");
+    ck_assert_int_eq(l.auto_trials, 2);
+    /* not with an adaptation method */
+    cfg = parsed("compressor=auto; adapt=lgreco");
+    ck_assert_int_eq(config_check_supported(&cfg), TERSE_ERR_ARG);
+    assert_mentions(terse_last_error(), "adapt=lgreco", "auto with lgreco");
+}
+END_TEST
+
+START_TEST(config_reports_unbuilt_settings_as_unsupported)
+{
+    /* every method of the grammar is built now: a registry row without ops stands in */
+    terse_config_t cfg = parsed("compressor=topk");
+    cfg.compressor.def = codec_find("auto");
     ck_assert_int_eq(config_check_supported(&cfg), TERSE_ERR_UNSUPPORTED);
     assert_mentions(terse_last_error(), "auto", "compressor 'auto'");
     /* what the build does serve */
@@ -389,6 +425,14 @@ static const bad_case_t bad_cases[] = {
     /* an error after a valid item: nothing of the string is applied */
     {"min_size=5; compressor=topk:density=1.5", "'density=1.5'", "(0, 1]"},
     {"compressor=fp16; reduce=sum; bogus=1", "'bogus'", "accepted keys"},
+    /* compressor=auto's own parameters, and its codec's */
+    {"compressor=auto:with=none", "'with=none'", "a codec other than none"},
+    {"compressor=auto:with=zip", "'with=zip'", "topk"},
+    {"compressor=auto:trials=0", "'0'", "an integer in [1, 64]"},
+    {"compressor=auto:trials=65", "'65'", "an integer in [1, 64]"},
+    {"compressor=auto:with=topk,bogus=1", "'bogus'", "accepted parameters: density"},
+    {"compressor=auto:with=qsgd,bits=9", "'bits=9'", "bits (integer in [1, 8])"},
+    {"compressor=auto:", "nothing after ':'", "with=CODEC"},
 };
 #define N_BAD_CASES ((int)(sizeof bad_cases / sizeof bad_cases[0]))
 
@@ -576,6 +620,7 @@ static const char *const round_trip_cases[] = {
     "adapt=lgreco:period=100,window=5,alpha=0.5,lo=0.25,hi=4,buckets=1000",
     "min_size=0; reduce=sum; threads=256; hier=on; bind=none; nonfinite=skip",
     "min_size=268435456; hier=off; nonfinite=pass",
+    "compressor=auto:with=powersgd,rank=2,trials=3; feedback=ef",
 };
 #define N_ROUND_TRIP_CASES ((int)(sizeof round_trip_cases / sizeof round_trip_cases[0]))
 
@@ -654,6 +699,7 @@ static Suite *config_suite(void)
                         N_ADAPT_CASES);
     tcase_add_test(tc_methods, config_stores_parameter_values);
     tcase_add_test(tc_methods, config_reports_unbuilt_settings_as_unsupported);
+    tcase_add_test(tc_methods, config_parses_auto);
     suite_add_tcase(s, tc_methods);
 
     TCase *tc_errors = tcase_create("errors");
