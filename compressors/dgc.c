@@ -15,7 +15,12 @@
 
 #include "dgc.h"
 #include "rng.h"
+#include "simd.h"
 #include "topk.h"
+
+#if SIMD_X86
+#include <immintrin.h>
+#endif
 
 static const char *const dgc_schedules[] = {"paper", "geometric", NULL};
 
@@ -90,11 +95,90 @@ size_t dgc_scratch_bytes(size_t count)
     return count * (sizeof(float) + sizeof(uint32_t));
 }
 
-static size_t count_at_least(const float *restrict v, size_t n, float thr)
+/* ---- Counting the entries at or above a threshold ------------------------------------------
+ * The adaptation counts |{j : |v_j| >= thr}| for up to 11 thresholds and then needs those
+ * entries: the first count is usually the last, so each count also collects its entries
+ * (index to ci, value to cv, in index order; the scratch has room for all n), and the pass
+ * that decides leaves the candidates in place for the truncation or the exact top-k. Each
+ * counting pass is one streaming pass over v.
+ *
+ * The comparison is the float one, fabsf(v) >= thr (false for a NaN), in both kernels: the
+ * same instruction family, so they agree under any floating-point mode (denormals flushed or
+ * not). 32 entries are tested at a time; a block without a candidate, the common case, costs
+ * a few instructions, one with candidates is compacted without a branch per entry. */
+
+#define COLLECT_BLOCK 32
+
+static size_t collect_at_least_scalar(const float *restrict v, size_t n, float thr,
+                                      uint32_t *restrict ci, float *restrict cv)
 {
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) m += fabsf(v[i]) >= thr;
-    return m;
+    size_t c = 0, i = 0;
+    for (; i + COLLECT_BLOCK <= n; i += COLLECT_BLOCK) {
+        int any = 0;
+        for (size_t j = 0; j < COLLECT_BLOCK; j++) any |= fabsf(v[i + j]) >= thr;
+        if (!any) continue;
+        /* ci/cv have n entries and at most i + 32 <= n are written */
+        for (size_t j = i; j < i + COLLECT_BLOCK; j++) {
+            ci[c] = (uint32_t)j;
+            cv[c] = v[j];
+            c += fabsf(v[j]) >= thr;
+        }
+    }
+    for (; i < n; i++)
+        if (fabsf(v[i]) >= thr) {
+            ci[c] = (uint32_t)i;
+            cv[c] = v[i];
+            c++;
+        }
+    return c;
+}
+
+#if SIMD_X86
+SIMD_AVX2_FN static size_t collect_at_least_avx2(const float *restrict v, size_t n, float thr,
+                                                 uint32_t *restrict ci, float *restrict cv)
+{
+    const __m256 mag = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 t = _mm256_set1_ps(thr);
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    size_t c = 0, i = 0;
+    for (; i + COLLECT_BLOCK <= n; i += COLLECT_BLOCK) {
+        uint32_t hit[COLLECT_BLOCK / 8], any = 0;
+        for (int q = 0; q < COLLECT_BLOCK / 8; q++) {
+            const __m256 a = _mm256_and_ps(_mm256_loadu_ps(v + i + 8 * q), mag);
+            hit[q] = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a, t, _CMP_GE_OQ));
+            any |= hit[q];
+        }
+        if (!any) continue;
+        /* 8 lanes stored at c, c <= i + 8 q: within the n entries */
+        for (int q = 0; q < COLLECT_BLOCK / 8; q++) {
+            const size_t at = i + 8 * (size_t)q;
+            const __m256i order =
+                _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)topk_lane_order[hit[q]]));
+            const __m256i index =
+                _mm256_add_epi32(_mm256_set1_epi32((int32_t)(uint32_t)at), lanes);
+            _mm256_storeu_si256((__m256i *)(ci + c), _mm256_permutevar8x32_epi32(index, order));
+            _mm256_storeu_ps(cv + c, _mm256_permutevar8x32_ps(_mm256_loadu_ps(v + at), order));
+            c += (size_t)__builtin_popcount(hit[q]);
+        }
+    }
+    for (; i < n; i++)
+        if (fabsf(v[i]) >= thr) {
+            ci[c] = (uint32_t)i;
+            cv[c] = v[i];
+            c++;
+        }
+    return c;
+}
+#endif
+
+/* |{j : |v_j| >= thr}|; the entries themselves to ci/cv (n entries each), in index order. */
+static size_t collect_at_least(const float *restrict v, size_t n, float thr,
+                               uint32_t *restrict ci, float *restrict cv)
+{
+#if SIMD_X86
+    if (simd_level() >= SIMD_AVX2) return collect_at_least_avx2(v, n, thr, ci, cv);
+#endif
+    return collect_at_least_scalar(v, n, thr, ci, cv);
 }
 
 size_t dgc_select(const dgc_plan_t *plan, uint64_t key, const float *restrict v,
@@ -113,11 +197,14 @@ size_t dgc_select(const dgc_plan_t *plan, uint64_t key, const float *restrict v,
          * as threshold and truncates {|v| >= thr} to its k lowest indices, which with ties at
          * the threshold can drop a larger entry of higher index (k zeros sent instead of a
          * few non-zeros); the exact top-k (ties: lower index) is what it means to compute. */
-        kept = topk_select(v, n, k, idx, (float *)(b + 4 + 4 * k));
+        kept = topk_select_scratch(v, n, k, idx, (float *)(b + 4 + 4 * k), scratch,
+                                   dgc_scratch_bytes(n));
         st.candidates = kept;
     } else {
-        float *smp = scratch;                                  /* n floats: samples, candidates */
-        uint32_t *cand = (uint32_t *)(smp + n);                /* n: the candidates' indices    */
+        /* scratch: n floats (the samples, then the candidates' values), then n uint32 (the
+         * candidates' indices); what a step does not use is the next top-k's scratch */
+        float *smp = scratch;
+        uint32_t *cand = (uint32_t *)(smp + n);
         const size_t stride = plan->stride, start = (size_t)rng_below(key, 0, stride);
         const size_t ns = (n - start + stride - 1) / stride;  /* v[start::stride]              */
         for (size_t j = 0; j < ns; j++) smp[j] = v[start + j * stride];
@@ -125,11 +212,12 @@ size_t dgc_select(const dgc_plan_t *plan, uint64_t key, const float *restrict v,
          * message area holds the top-k's output (top_k_samples <= k). */
         const size_t tks = plan->top_k_samples;
         const float *sv = (const float *)(b + 4 + 4 * tks);
-        size_t got = topk_select(smp, ns, tks, idx, (float *)(b + 4 + 4 * tks));
+        size_t got = topk_select_scratch(smp, ns, tks, idx, (float *)(b + 4 + 4 * tks),
+                                         smp + ns, (2 * n - ns) * sizeof *smp);
         float thr = INFINITY;
         for (size_t j = 0; j < got; j++)
             if (fabsf(sv[j]) < thr) thr = fabsf(sv[j]);
-        size_t m = count_at_least(v, n, thr);
+        size_t m = collect_at_least(v, n, thr, cand, smp);
         int decided = 0;
         while (st.iterations < DGC_MAX_ITERS) {
             if (m > k) {
@@ -142,7 +230,7 @@ size_t dgc_select(const dgc_plan_t *plan, uint64_t key, const float *restrict v,
                 break;
             }
             thr *= DGC_LOWER_F;
-            m = count_at_least(v, n, thr);
+            m = collect_at_least(v, n, thr, cand, smp);
             st.iterations++;
         }
         st.exhausted = !decided;
@@ -150,23 +238,14 @@ size_t dgc_select(const dgc_plan_t *plan, uint64_t key, const float *restrict v,
         st.candidates = m;
         if (st.hierarchical) {
             /* the exact top-k of the m > 1.3 k candidates */
-            size_t j = 0;
-            for (size_t i = 0; i < n; i++)
-                if (fabsf(v[i]) >= thr) {
-                    smp[j] = v[i];
-                    cand[j++] = (uint32_t)i;
-                }
-            kept = topk_select(smp, j, k, idx, (float *)(b + 4 + 4 * k));
+            kept = topk_select_scratch(smp, m, k, idx, (float *)(b + 4 + 4 * k), smp + m,
+                                       (n - m) * sizeof *smp);
             for (size_t q = 0; q < kept; q++) idx[q] = cand[idx[q]];
         } else {
             /* idx[:k]: the lowest indices that pass the threshold */
             kept = m < k ? m : k;
-            size_t j = 0;
-            for (size_t i = 0; i < n && j < kept; i++)
-                if (fabsf(v[i]) >= thr) idx[j++] = (uint32_t)i;
-            kept = j;
-            float *val = (float *)(b + 4 + 4 * kept);
-            for (size_t q = 0; q < kept; q++) val[q] = v[idx[q]];
+            memcpy(idx, cand, kept * sizeof *idx);
+            memcpy(b + 4 + 4 * kept, smp, kept * sizeof *smp);
         }
     }
     const uint32_t k32 = (uint32_t)kept;

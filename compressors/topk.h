@@ -17,9 +17,34 @@ extern const param_def_t topk_params[TOPK_N_PARAMS];
 size_t topk_k(const double *p, size_t count);
 
 /* Writes the k largest-magnitude entries of v[0..n) (ties: lower index first) to idx/val in
- * increasing index order; returns how many (min(k, n)). Entries must be finite. */
+ * increasing index order; returns how many (min(k, n)). Magnitudes order by the bits of |x|,
+ * so a NaN ranks above +Inf and -0 ties with +0. Four passes over v, no memory of its own. */
 size_t topk_select(const float *restrict v, size_t n, size_t k, uint32_t *restrict idx,
                    float *restrict val);
+
+/* Scratch bytes topk_select_scratch uses to select k of n entries in one pass over v; 0 where
+ * it would not (small n, or k above about a fifth of n). O(k) plus at most 256 KiB. */
+size_t topk_scratch_size(size_t n, size_t k);
+
+/* topk_select, with the same result, through a sampled threshold and one vectorised pass over
+ * v when scratch (4-byte aligned) holds topk_scratch_size(n, k) bytes; topk_select's four
+ * passes otherwise. */
+size_t topk_select_scratch(const float *restrict v, size_t n, size_t k, uint32_t *restrict idx,
+                           float *restrict val, void *restrict scratch, size_t scratch_bytes);
+
+/* topk_select, with the same result, given a guess t of the k-th largest magnitude key
+ * (the bits of |x|): collects the entries with key >= t into scratch, at most
+ * scratch_bytes / 8 of them, and selects among those; falls back to topk_select's passes
+ * when they are fewer than k or do not fit. Fast when t is a little below the true key.
+ * Exposed for the tests, which try any t. */
+size_t topk_select_above(const float *restrict v, size_t n, size_t k, uint32_t t,
+                         uint32_t *restrict idx, float *restrict val, void *restrict scratch,
+                         size_t scratch_bytes);
+
+/* The lanes whose bit is set in m, lowest first, one byte each: what
+ * _mm256_permutevar8x32 needs to compact the lanes of a movemask m to the front. Built for
+ * x86 only. */
+extern const uint64_t topk_lane_order[256];
 
 /* Validates a sparse message (uint32 k | uint32 idx[k] | float val[k], indices strictly
  * increasing and < count) and adds it to out; TERSE_ERR_MISMATCH if malformed. */

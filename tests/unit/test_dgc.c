@@ -19,6 +19,7 @@
 #include "dgc.h"
 #include "protocol.h"
 #include "rng.h"
+#include "simd.h"
 
 #define REQUIRE(cond, ...)                                                                  \
     do {                                                                                    \
@@ -49,11 +50,20 @@ static uint64_t rng_next(uint64_t *s)
 
 static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
 
-enum { DIST_UNIFORM, DIST_NORMAL, DIST_HEAVY_TAIL, DIST_TIES, DIST_SPARSE, DIST_COUNT };
-static const char *const dist_name[DIST_COUNT] = {"uniform", "normal", "heavy-tail", "ties", "sparse"};
+/* DIST_SPECIAL stays out of the loops over DIST_COUNT, whose checks assume numbers. */
+enum { DIST_UNIFORM, DIST_NORMAL, DIST_HEAVY_TAIL, DIST_TIES, DIST_SPARSE, DIST_COUNT,
+       DIST_SPECIAL = DIST_COUNT, DIST_ALL };
+static const char *const dist_name[DIST_ALL] = {"uniform", "normal", "heavy-tail", "ties", "sparse",
+                                                "special"};
+
+/* NaNs (quiet, signalling, negative), infinities, both zeros, denormals. */
+static const uint32_t special_bits[] = {0x7fc00000u, 0xffc00001u, 0x7f800001u, 0x7f800000u,
+                                        0xff800000u, 0x00000000u, 0x80000000u, 0x00000001u,
+                                        0x807fffffu, 0x7f7fffffu};
 
 /* uniform [-1, 1]; normal; Cauchy (magnitudes over many decades); 9 levels in [-1, 1]
- * (huge tie classes, zeros included); 99.9 % zeros and a few uniform values. */
+ * (huge tie classes, zeros included); 99.9 % zeros and a few uniform values; uniform with
+ * 1 % special values. */
 static void fill(float *v, size_t n, uint64_t *s, int dist)
 {
     for (size_t i = 0; i < n; i++) {
@@ -70,6 +80,12 @@ static void fill(float *v, size_t n, uint64_t *s, int dist)
             break;
         }
         case DIST_TIES: v[i] = (float)((int)(rng_next(s) % 9) - 4) * 0.25f; break;
+        case DIST_SPECIAL:
+            if (rng_next(s) % 100 == 0)
+                memcpy(&v[i], &special_bits[rng_next(s) % (sizeof special_bits / 4)], 4);
+            else
+                v[i] = (float)(2.0 * rng_unit(s) - 1.0);
+            break;
         default: v[i] = rng_next(s) % 1000 == 0 ? (float)(2.0 * rng_unit(s) - 1.0) : 0.0f; break;
         }
     }
@@ -104,11 +120,20 @@ static ref_plan_t ref_plan(size_t numel, double r, double sample_ratio)
     return pl;
 }
 
+/* Magnitudes order by key, the bits of |x|: as |x| for numbers, -0 with +0, a NaN above
+ * +Inf (as topk ranks them). */
+static uint32_t key_of(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return u & 0x7fffffffu;
+}
+
 static const float *cmp_v;
 static int by_mag_then_index(const void *a, const void *b)
 {
     uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
-    float x = fabsf(cmp_v[i]), y = fabsf(cmp_v[j]);
+    uint32_t x = key_of(cmp_v[i]), y = key_of(cmp_v[j]);
     if (x != y) return x > y ? -1 : 1;
     return i < j ? -1 : i > j;
 }
@@ -117,9 +142,9 @@ static int by_index(const void *a, const void *b)
     uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
     return i < j ? -1 : i > j;
 }
-static int by_float_desc(const void *a, const void *b)
+static int by_key_desc(const void *a, const void *b)
 {
-    float x = *(const float *)a, y = *(const float *)b;
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
     return x > y ? -1 : x < y;
 }
 
@@ -151,11 +176,15 @@ static ref_result_t ref_select(const float *v, size_t n, double r, double sample
         return res;
     }
     size_t start = (size_t)rng_below(key, 0, pl.stride), ns = 0;
-    float *smp = malloc((n / pl.stride + 2) * sizeof *smp);
+    uint32_t *smp = malloc((n / pl.stride + 2) * sizeof *smp);
     ck_assert_ptr_nonnull(smp);
-    for (size_t i = start; i < n; i += pl.stride) smp[ns++] = fabsf(v[i]);
-    qsort(smp, ns, sizeof *smp, by_float_desc);
-    float thr = smp[pl.top_k_samples - 1];
+    for (size_t i = start; i < n; i += pl.stride) smp[ns++] = key_of(v[i]);
+    qsort(smp, ns, sizeof *smp, by_key_desc);
+    /* the smallest magnitude of the top samples; a NaN, ranked above +Inf, is never the
+     * threshold: with only NaNs on top, nothing but an infinity can pass */
+    const uint32_t tk = smp[pl.top_k_samples - 1];
+    float thr = INFINITY;
+    if (tk <= 0x7f800000u) memcpy(&thr, &tk, 4);
     free(smp);
     size_t m = 0;
     for (size_t i = 0; i < n; i++) m += fabsf(v[i]) >= thr;
@@ -418,6 +447,75 @@ START_TEST(selection_matches_the_reference_on_a_million_elements)
         select_and_compare(v, n, 0.001, 0.01, rng_next(&s), dist_name[dist]);
     }
     free(v);
+}
+END_TEST
+
+/* Runs dgc_select with the kernels of one SIMD level; returns the message's size. */
+static size_t select_at(simd_level_t level, const dgc_plan_t *pl, uint64_t key, const float *v,
+                        void *msg, void *scratch, dgc_select_info_t *info)
+{
+    simd_set_level(level);
+    size_t bytes = dgc_select(pl, key, v, msg, scratch, info);
+    simd_set_level(simd_cpu_level());
+    return bytes;
+}
+
+#define GUARD 64
+#define GUARD_BYTE 0xa5
+
+START_TEST(selection_is_the_same_at_both_simd_levels)
+{
+    /* the AVX2 kernels against the scalar ones, bit for bit, message and info, on sizes
+     * with many tails mod 32, every distribution (NaN, Inf, -0 and denormals included),
+     * sampled and exact plans; each level also against the reference; and nothing written
+     * past the scratch dgc_scratch_bytes promises */
+    static const size_t sizes[] = {1000, 1031, 4099, 10007, 65543, 250007};
+    static const double dens[] = {0.001, 0.01, 0.1, 0.3};
+    static const double sample[] = {0.01, 1.0};
+    uint64_t s = 4242;
+    for (size_t a = 0; a < sizeof sizes / sizeof sizes[0]; a++)
+        for (size_t b = 0; b < sizeof dens / sizeof dens[0]; b++)
+            for (int dist = 0; dist < DIST_ALL; dist++)
+                for (int rep = 0; rep < 2; rep++) {
+                    const size_t n = sizes[a];
+                    const double smp = sample[(a + (size_t)rep) % 2 == 0 && n > 10000 ? 1 : 0];
+                    const dgc_plan_t pl = dgc_plan(n, dens[b], smp);
+                    const size_t mb = 4 + 8 * pl.num_selects, sb = dgc_scratch_bytes(n);
+                    float *v = malloc(n * sizeof *v);
+                    unsigned char *ms = malloc(mb), *ma = malloc(mb), *scratch = malloc(sb + GUARD);
+                    ck_assert(v && ms && ma && scratch);
+                    fill(v, n, &s, dist);
+                    memset(scratch + sb, GUARD_BYTE, GUARD);
+                    const uint64_t key = rng_next(&s);
+                    dgc_select_info_t is, ia;
+                    const size_t bs = select_at(SIMD_SCALAR, &pl, key, v, ms, scratch, &is);
+                    const size_t ba = select_at(SIMD_AVX2, &pl, key, v, ma, scratch, &ia);
+                    char what[96];
+                    snprintf(what, sizeof what, "%s n=%zu r=%g sample=%g rep %d", dist_name[dist], n,
+                             dens[b], smp, rep);
+                    REQUIRE(bs == ba && memcmp(ms, ma, bs) == 0, "%s: the messages differ (%zu, %zu bytes)",
+                            what, bs, ba);
+                    REQUIRE(memcmp(&is.threshold, &ia.threshold, 4) == 0 && is.candidates == ia.candidates &&
+                                is.iterations == ia.iterations && is.hierarchical == ia.hierarchical &&
+                                is.exhausted == ia.exhausted,
+                            "%s: info differs: thr %a/%a cand %zu/%zu it %d/%d hier %d/%d exh %d/%d", what,
+                            is.threshold, ia.threshold, is.candidates, ia.candidates, is.iterations,
+                            ia.iterations, is.hierarchical, ia.hierarchical, is.exhausted, ia.exhausted);
+                    for (size_t g = 0; g < GUARD; g++)
+                        REQUIRE(scratch[sb + g] == GUARD_BYTE, "%s: wrote past the scratch", what);
+                    if (n <= 65543) {
+                        /* the reference sorts: the smaller sizes suffice */
+                        simd_set_level(SIMD_SCALAR);
+                        select_and_compare(v, n, dens[b], smp, key, what);
+                        simd_set_level(SIMD_AVX2);
+                        select_and_compare(v, n, dens[b], smp, key, what);
+                        simd_set_level(simd_cpu_level());
+                    }
+                    free(v);
+                    free(ms);
+                    free(ma);
+                    free(scratch);
+                }
 }
 END_TEST
 
@@ -904,6 +1002,7 @@ static Suite *dgc_suite(void)
     tcase_add_test(tc_s, small_tensor_selection_is_the_exact_topk_ties_by_lower_index);
     tcase_add_test(tc_s, selection_matches_the_reference_on_random_vectors);
     tcase_add_test(tc_s, selection_matches_the_reference_on_a_million_elements);
+    tcase_add_test(tc_s, selection_is_the_same_at_both_simd_levels);
     tcase_add_test(tc_s, the_sample_start_follows_the_key);
     tcase_add_test(tc_s, adaptation_stops_after_ten_iterations);
     suite_add_tcase(s, tc_s);

@@ -3,7 +3,9 @@
  * encode/decode round trip, and the validation of peer messages.
  *
  * The reference for the selection is a brute force: sort the indices by (-|v|, index) and
- * keep the first k, then sort those by index. */
+ * keep the first k, then sort those by index. The vector kernels are checked against it at
+ * both SIMD levels, each forced in turn: the scalar one is the reference the AVX2 one must
+ * match bit for bit. */
 #include <check.h>
 #include <math.h>
 #include <stdint.h>
@@ -12,6 +14,7 @@
 #include <string.h>
 
 #include "codec.h"
+#include "simd.h"
 #include "topk.h"
 
 extern const codec_ops_t codec_topk_ops;
@@ -64,10 +67,19 @@ static void fill_random(float *v, size_t n, uint64_t *s, int kind)
 
 static const float *ref_v; /* qsort has no context argument in C11 */
 
+/* The magnitude key, the bits of |x|: the order of |x| for numbers, -0 equal to +0, and a
+ * NaN above +Inf (how topk ranks entries that nonfinite=pass lets through). */
+static uint32_t key_of(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u & 0x7fffffffu;
+}
+
 static int by_magnitude_then_index(const void *a, const void *b)
 {
     uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
-    float x = fabsf(ref_v[i]), y = fabsf(ref_v[j]);
+    uint32_t x = key_of(ref_v[i]), y = key_of(ref_v[j]);
     if (x != y) return x > y ? -1 : 1;
     return i < j ? -1 : i > j ? 1 : 0;
 }
@@ -310,6 +322,208 @@ START_TEST(topk_matches_brute_force_on_a_million_elements)
 }
 END_TEST
 
+/* ---- Kernels: both SIMD levels, the sampled path and its fallbacks --------------------- */
+
+/* Values the kernels must order exactly: NaNs (quiet, signalling, negative), infinities,
+ * both zeros, denormals, the largest finite magnitude. */
+static const uint32_t special_bits[] = {0x7fc00000u, 0xffc00001u, 0x7f800001u, 0x7f800000u,
+                                        0xff800000u, 0x00000000u, 0x80000000u, 0x00000001u,
+                                        0x807fffffu, 0x7f7fffffu, 0xff7fffffu};
+#define N_SPECIAL (sizeof special_bits / sizeof special_bits[0])
+#define N_KINDS 8
+
+/* fill_random's four kinds, then: uniform with 2 % special values; one value everywhere;
+ * 99 % zeros of both signs and a few uniform; a normal-like bell whose scale drifts along
+ * the vector (as the bench's gradients do). */
+static void fill_kernel(float *v, size_t n, uint64_t *s, int kind)
+{
+    if (kind < 4) {
+        fill_random(v, n, s, kind);
+        return;
+    }
+    const float one = (float)(rng_unit(s) * 4.0 - 2.0);
+    for (size_t i = 0; i < n; i++) {
+        const double u = rng_unit(s);
+        switch (kind) {
+        case 4:
+            if (rng_next(s) % 50 == 0) {
+                memcpy(&v[i], &special_bits[rng_next(s) % N_SPECIAL], sizeof v[i]);
+            } else {
+                v[i] = (float)(2.0 * u - 1.0);
+            }
+            break;
+        case 5: v[i] = one; break;
+        case 6:
+            v[i] = rng_next(s) % 100 == 0 ? (float)(2.0 * u - 1.0) : (i & 1 ? -0.0f : 0.0f);
+            break;
+        default:
+            v[i] = (float)((u + rng_unit(s) + rng_unit(s) - 1.5) * (2.0 + sin(1e-3 * (double)i)));
+            break;
+        }
+    }
+}
+
+#define GUARD 64
+#define GUARD_BYTE 0xa5
+
+/* Selects k of v[0..n) at each SIMD level, through topk_select_scratch (t = NULL) or
+ * topk_select_above(*t) with scratch_bytes of scratch, and compares each with the brute
+ * force, so the two levels also agree with each other; checks that nothing past
+ * scratch_bytes was written. */
+static void check_kernel_levels(const float *v, size_t n, size_t k, const uint32_t *t,
+                                size_t scratch_bytes, const uint32_t *ref, size_t mr,
+                                const char *what)
+{
+    size_t cap = n ? n : 1;
+    uint32_t *idx = malloc(cap * sizeof *idx);
+    float *val = malloc(cap * sizeof *val);
+    unsigned char *scratch = malloc(scratch_bytes + GUARD);
+    ck_assert(idx && val && scratch);
+    static const simd_level_t levels[] = {SIMD_SCALAR, SIMD_AVX2};
+    for (int l = 0; l < 2; l++) {
+        simd_level_t got = simd_set_level(levels[l]);
+        memset(scratch, GUARD_BYTE, scratch_bytes + GUARD);
+        size_t m = t ? topk_select_above(v, n, k, *t, idx, val, scratch, scratch_bytes)
+                     : topk_select_scratch(v, n, k, idx, val, scratch, scratch_bytes);
+        REQUIRE(m == mr, "%s %s: n=%zu k=%zu kept %zu, reference %zu", what, simd_name(got), n,
+                k, m, mr);
+        for (size_t j = 0; j < m; j++) {
+            REQUIRE(idx[j] == ref[j], "%s %s: n=%zu k=%zu entry %zu: index %u, reference %u",
+                    what, simd_name(got), n, k, j, idx[j], ref[j]);
+            REQUIRE(memcmp(&val[j], &v[idx[j]], sizeof(float)) == 0,
+                    "%s %s: n=%zu k=%zu entry %zu: value is not v[%u]", what, simd_name(got), n,
+                    k, j, idx[j]);
+        }
+        for (size_t b = 0; b < GUARD; b++)
+            REQUIRE(scratch[scratch_bytes + b] == GUARD_BYTE,
+                    "%s %s: n=%zu k=%zu wrote past its %zu scratch bytes", what, simd_name(got),
+                    n, k, scratch_bytes);
+    }
+    simd_set_level(simd_cpu_level());
+    free(idx);
+    free(val);
+    free(scratch);
+}
+
+START_TEST(topk_select_above_is_exact_for_any_guess_at_both_levels)
+{
+    /* every t (too low: the candidates overflow; too high: fewer than k) and every scratch
+     * size (none, below k, around the candidate count) gives the exact top-k; the sizes
+     * cover the vector kernels' tails and blocks */
+    static const size_t sizes[] = {0, 1, 7, 8, 9, 31, 32, 33, 40, 63, 64, 65, 100, 257, 1000, 4099};
+    uint64_t s = 0x5eed;
+    for (size_t a = 0; a < sizeof sizes / sizeof sizes[0]; a++) {
+        const size_t n = sizes[a];
+        float *v = malloc((n ? n : 1) * sizeof *v);
+        uint32_t *ref = malloc((n ? n : 1) * sizeof *ref);
+        ck_assert(v && ref);
+        for (int kind = 0; kind < N_KINDS; kind++) {
+            fill_kernel(v, n, &s, kind);
+            const size_t ks[] = {1, n / 3, n > 1 ? n - 1 : 1, n, n + 1,
+                                 1 + (size_t)(rng_next(&s) % (n + 1))};
+            for (size_t b = 0; b < sizeof ks / sizeof ks[0]; b++) {
+                const size_t k = ks[b], mr = ref_topk(v, n, k, ref);
+                uint32_t T = 0; /* the k-th largest key */
+                for (size_t j = 0; j < mr; j++)
+                    if (j == 0 || key_of(v[ref[j]]) < T) T = key_of(v[ref[j]]);
+                const uint32_t ts[] = {0, 1, T - 1, T, T + 1, n ? key_of(v[rng_next(&s) % n]) : 5,
+                                       0x7f800000u, 0x7f800001u, 0x7fffffffu, 0x80000000u,
+                                       0xffffffffu};
+                for (size_t c = 0; c < sizeof ts / sizeof ts[0]; c++) {
+                    size_t cand = 0;
+                    for (size_t i = 0; i < n; i++) cand += key_of(v[i]) >= ts[c];
+                    const size_t sbs[] = {0, 8 * (k ? k - 1 : 0), 8 * k, 8 * (cand ? cand - 1 : 0),
+                                          8 * cand, 8 * cand + 4, 8 * (cand + 9), 8 * n};
+                    for (size_t d = 0; d < sizeof sbs / sizeof sbs[0]; d++) {
+                        char what[96];
+                        snprintf(what, sizeof what, "kind %d t=%#x scratch %zu", kind, ts[c],
+                                 sbs[d]);
+                        check_kernel_levels(v, n, k, &ts[c], sbs[d], ref, mr, what);
+                    }
+                }
+            }
+        }
+        free(v);
+        free(ref);
+    }
+}
+END_TEST
+
+START_TEST(topk_sampled_selection_matches_brute_force_at_both_levels)
+{
+    /* sizes from the smallest that samples, with odd tails; densities from one entry to
+     * past the last that samples; all kinds, NaN/Inf/-0, all-equal and mostly-zero vectors
+     * included (those two overflow the candidates and fall back) */
+    static const size_t sizes[] = {16384, 16391, 40001, 65567, 262153, 1000003};
+    static const double dens[] = {0.0, 0.001, 0.01, 0.05, 0.2, 0.3};
+    uint64_t s = 0xfeed;
+    int sampled = 0;
+    for (size_t a = 0; a < sizeof sizes / sizeof sizes[0]; a++) {
+        const size_t n = sizes[a];
+        float *v = malloc(n * sizeof *v);
+        uint32_t *ref = malloc(n * sizeof *ref);
+        ck_assert(v && ref);
+        for (int kind = 0; kind < N_KINDS; kind++) {
+            if (n > 300000 && kind % 3 != 1) continue; /* the brute force sorts: a few suffice */
+            fill_kernel(v, n, &s, kind);
+            for (size_t b = 0; b < sizeof dens / sizeof dens[0]; b++) {
+                size_t k = (size_t)(dens[b] * (double)n);
+                k = k ? k : 1;
+                const size_t mr = ref_topk(v, n, k, ref), sb = topk_scratch_size(n, k);
+                sampled |= sb > 0;
+                char what[64];
+                snprintf(what, sizeof what, "sampled kind %d", kind);
+                check_kernel_levels(v, n, k, NULL, sb, ref, mr, what);
+                /* one byte short of the scratch it asks for: the four passes, same result */
+                if (sb) check_kernel_levels(v, n, k, NULL, sb - 1, ref, mr, "short scratch");
+            }
+        }
+        free(v);
+        free(ref);
+    }
+    ck_assert_msg(sampled, "no case took the sampled path");
+}
+END_TEST
+
+START_TEST(topk_scratch_is_order_k_and_bounded)
+{
+    ck_assert_uint_eq(topk_scratch_size(1000, 10), 0);         /* small: the four passes */
+    ck_assert_uint_eq(topk_scratch_size(1u << 24, 1u << 23), 0); /* dense: the four passes */
+    const size_t n = 1u << 24, k = n / 100, sb = topk_scratch_size(n, k);
+    ck_assert_msg(sb >= 8 * k && sb <= 8 * k * 3 / 2, "scratch %zu for k=%zu", sb, k);
+    ck_assert_uint_le(topk_scratch_size(n, 1), 256 * 1024);
+    /* the codec asks for it, and its message is the same with or without */
+    double p[TERSE_MAX_PARAMS];
+    topk_params_of(0.01, NAN, p);
+    ck_assert_uint_eq(codec_topk_ops.scratch_bytes(p, n), sb);
+}
+END_TEST
+
+START_TEST(topk_codec_message_is_the_same_with_and_without_scratch)
+{
+    const size_t n = 100003;
+    double p[TERSE_MAX_PARAMS];
+    topk_params_of(0.01, NAN, p);
+    const size_t mb = codec_topk_ops.max_bytes(p, n), sb = codec_topk_ops.scratch_bytes(p, n);
+    ck_assert_uint_gt(sb, 0);
+    float *v = malloc(n * sizeof *v);
+    void *a = malloc(mb), *b = malloc(mb), *scratch = malloc(sb);
+    ck_assert(v && a && b && scratch);
+    uint64_t s = 99;
+    for (int kind = 0; kind < N_KINDS; kind++) {
+        fill_kernel(v, n, &s, kind);
+        size_t ba = codec_topk_ops.encode(p, NULL, v, n, a, scratch);
+        size_t bb = codec_topk_ops.encode(p, NULL, v, n, b, NULL);
+        ck_assert_uint_eq(ba, bb);
+        ck_assert_msg(memcmp(a, b, ba) == 0, "kind %d: messages differ", kind);
+    }
+    free(v);
+    free(a);
+    free(b);
+    free(scratch);
+}
+END_TEST
+
 /* ---- codec round trip ------------------------------------------------------------------- */
 
 START_TEST(topk_codec_round_trip_gives_the_kept_entries_and_zeros_elsewhere)
@@ -538,6 +752,14 @@ static Suite *topk_suite(void)
     tcase_add_test(tc_sel, topk_matches_brute_force_on_random_vectors);
     tcase_add_test(tc_sel, topk_matches_brute_force_on_a_million_elements);
     suite_add_tcase(s, tc_sel);
+
+    TCase *tc_kern = tcase_create("kernels");
+    tcase_set_timeout(tc_kern, 240); /* brute-force sorts, slow under sanitizers */
+    tcase_add_test(tc_kern, topk_select_above_is_exact_for_any_guess_at_both_levels);
+    tcase_add_test(tc_kern, topk_sampled_selection_matches_brute_force_at_both_levels);
+    tcase_add_test(tc_kern, topk_scratch_is_order_k_and_bounded);
+    tcase_add_test(tc_kern, topk_codec_message_is_the_same_with_and_without_scratch);
+    suite_add_tcase(s, tc_kern);
 
     TCase *tc_codec = tcase_create("codec");
     tcase_set_timeout(tc_codec, 60);
