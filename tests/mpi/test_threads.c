@@ -3,6 +3,7 @@
  * for bit; a second thread entering a communicator that is inside a call gets
  * TERSE_ERR_STATE naming that call, and the call in progress completes normally. */
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "mpitest.h"
 #include "terse.h"
@@ -74,12 +75,22 @@ typedef struct {
     terse_comm_t *c;
     float g[N];
     terse_status_t s;
+    atomic_int returned; /* one_call is past its allreduce, whatever it returned */
 } call_t;
 
+/* The main thread finds this call inside by polling with terse_layer_stats, and each poll
+ * enters the communicator for an instant too: when this call comes in during a poll, it is
+ * the one refused, which is the rule under test seen from the other side. It then tries
+ * again; a refused call changes nothing (checked at the end of same_communicator). Once in,
+ * it holds the communicator until the other ranks join, and they join only after the main
+ * thread has seen it inside, so the main thread's later calls all meet it there. */
 static void *one_call(void *arg)
 {
     call_t *a = arg;
-    a->s = terse_allreduce(a->c, 0, a->g);
+    while ((a->s = terse_allreduce(a->c, 0, a->g)) == TERSE_ERR_STATE &&
+           strstr(terse_last_error(), "inside terse_layer_stats"))
+        sched_yield();
+    atomic_store(&a->returned, 1);
     return NULL;
 }
 
@@ -98,7 +109,14 @@ static void same_communicator(void)
         EXPECT(pthread_create(&th, NULL, one_call, &a) == 0, "pthread_create");
         terse_stats_t st;
         terse_status_t s;
-        while ((s = terse_layer_stats(c, 0, &st)) == TERSE_OK) sched_yield(); /* until the thread is in */
+        /* until the thread is in; polling alone would spin for ever if its call returned
+         * without waiting for the other ranks, so watch for that too */
+        while ((s = terse_layer_stats(c, 0, &st)) == TERSE_OK && !atomic_load(&a.returned)) sched_yield();
+        if (s == TERSE_OK) {
+            pthread_join(th, NULL);
+            EXPECT(0, "the call returned before the other ranks joined: %s", terse_status_string(a.s));
+            MPI_Abort(MPI_COMM_WORLD, 1); /* the other ranks would wait for rank 0's call for ever */
+        }
         EXPECT(s == TERSE_ERR_STATE && strstr(terse_last_error(), "inside terse_allreduce"),
                "stats during a call: %d %s", s, terse_last_error());
         float other[N] = {0};
