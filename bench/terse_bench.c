@@ -42,6 +42,7 @@ typedef struct {
     double time_us, wire, ratio, sent, relerr, comp_us, comm_us, decomp_us;
     double inter;       /* bytes all ranks together addressed to other nodes, per call (-1: unknown) */
     int hier_nodes;     /* the node count under the hierarchical protocol, 0 flat                   */
+    int dense_layers;   /* layers that went dense (min_size, or compressor=auto's choice)            */
 } row_t;
 
 static int rank_, nranks_;
@@ -269,8 +270,8 @@ static void json_row(FILE *f, const row_t *r, int first)
     if (isnan(r->relerr)) fprintf(f, "null");
     else fprintf(f, "%.6e", r->relerr);
     fprintf(f, ", \"compress_us\": %.3f, \"comm_us\": %.3f, \"decompress_us\": %.3f, \"nodes\": %d, "
-               "\"hier_nodes\": %d, \"inter_node_bytes\": ", r->comp_us, r->comm_us, r->decomp_us, nodes_,
-            r->hier_nodes);
+               "\"hier_nodes\": %d, \"dense_layers\": %d, \"inter_node_bytes\": ", r->comp_us, r->comm_us,
+            r->decomp_us, nodes_, r->hier_nodes, r->dense_layers);
     if (r->inter < 0) fprintf(f, "null}");
     else fprintf(f, "%.0f}", r->inter);
 }
@@ -389,6 +390,8 @@ static int run_terse(const opts_t *o, const char *cfg, const bench_shape_t *shap
     if (ok) print_plan(comm, ids, shapes, n_layers);
     terse_stats_t st0;
     memset(row, 0, sizeof *row);
+    for (size_t l = 0; l < n_layers; l++)
+        if (terse_layer_stats(comm, ids[l], &st0) == TERSE_OK && st0.dense) row->dense_layers++;
     if (n_layers && terse_layer_stats(comm, ids[0], &st0) == TERSE_OK)
         snprintf(row->codec, sizeof row->codec, "%s", n_layers == 1 ? st0.codec : "");
     if (n_layers != 1 || !row->codec[0]) {

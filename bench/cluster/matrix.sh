@@ -3,7 +3,9 @@
 # cluster: 4 hosts (one rank each), each link at 1 Gbit/s and then 10 Gbit/s; every codec
 # over sizes 1 MiB .. 256 MiB, each run with its own dense MPI_Allreduce baseline (so every
 # speedup is a ratio taken within one run), plus the acceptance points at 100 MiB
-# (powersgd on the resnet50 layer shapes, about 98 MiB).
+# (powersgd on the resnet50 layer shapes, about 98 MiB), plus compressor=auto (topk 1 %
+# with ef; 4 warm-up calls, which are its trials) at each rate and on plain loopback
+# (4 ranks on this machine, shared memory, no namespaces).
 #
 #   bench/cluster/matrix.sh [--rates 1gbit,10gbit] [--sizes 1M:256M] [--iters 3] [--out DIR]
 #
@@ -41,25 +43,33 @@ codecs=(
 # the simulated hosts share this machine's cores: idle ranks must yield them
 export TERSE_CLUSTER_MPIRUN_ARGS="--mca mpi_yield_when_idle 1"
 
-run() {   # run RATE NAME LABEL ARGS...: one terse-bench run on the cluster
-    local rate=$1 name=$2 label=$3; shift 3
+run() {   # run RATE LABEL WARMUP ARGS...: one terse-bench run on the cluster
+    local rate=$1 label=$2 warmup=$3; shift 3
     echo "== $rate $label" >&2
-    ./dev.sh cluster --hosts 4 --rate "$rate" -- "$@" --baseline --iters "$iters" --warmup 1 \
+    ./dev.sh cluster --hosts 4 --rate "$rate" -- "$@" --baseline --iters "$iters" --warmup "$warmup" \
         --json "$out/$rate/$label.json" >"$out/$rate/$label.txt" 2>&1 ||
         echo "matrix.sh: $rate $label failed (see $out/$rate/$label.txt)" >&2
 }
+auto_cfg="compressor=auto:with=topk,density=0.01;feedback=ef;min_size=0"
 
 IFS=, read -r -a rate_list <<<"$rates"
 for rate in "${rate_list[@]}"; do
     mkdir -p "$out/$rate"
     for c in "${codecs[@]}"; do
         name=${c%%|*} cfg=${c#*|}
-        run "$rate" "$name" "sweep-$name" --config "$cfg;min_size=0" --sizes "$sizes"
+        run "$rate" "sweep-$name" 1 --config "$cfg;min_size=0" --sizes "$sizes"
         if [[ $name == powersgd ]]; then
-            run "$rate" "$name" "point-$name" --config "$cfg;min_size=0" --shape resnet50
+            run "$rate" "point-$name" 1 --config "$cfg;min_size=0" --shape resnet50
         else
-            run "$rate" "$name" "point-$name" --config "$cfg;min_size=0" --sizes 100M:100M
+            run "$rate" "point-$name" 1 --config "$cfg;min_size=0" --sizes 100M:100M
         fi
     done
+    run "$rate" sweep-auto 4 --config "$auto_cfg" --sizes "$sizes"
 done
+mkdir -p "$out/loopback"
+echo "== loopback sweep-auto" >&2
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe --bind-to none \
+    --mca mpi_yield_when_idle 1 -np 4 build/bench/terse-bench --config "$auto_cfg" --sizes "$sizes" \
+    --baseline --iters "$iters" --warmup 4 --json "$out/loopback/sweep-auto.json" \
+    >"$out/loopback/sweep-auto.txt" 2>&1 || echo "matrix.sh: loopback sweep-auto failed" >&2
 /usr/bin/python3 bench/cluster/report.py --results "$out"

@@ -38,6 +38,8 @@ except ImportError:
 
 
 def rate_bits(rate):
+    if rate == "loopback":
+        return float("inf")  # no link: the ideal is the codec time alone
     m = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg])bit", rate)
     if not m:
         raise SystemExit(f"report.py: cannot read the rate '{rate}'")
@@ -124,7 +126,8 @@ def plot(runs, rates, img):
 def tables(runs, rates):
     out = []
     for rate in rates:
-        sweeps = {name: pairs for (r, kind, name), pairs in runs.items() if r == rate and kind == "sweep" and pairs}
+        sweeps = {name: pairs for (r, kind, name), pairs in runs.items()
+                  if r == rate and kind == "sweep" and pairs and name != "auto"}
         if not sweeps:
             continue
         names = sorted(sweeps)
@@ -149,6 +152,26 @@ def tables(runs, rates):
             out.append(f"| {mib(s)} | {med:.1f} | " + " | ".join(cells) + " |")
         out.append(f"\n![time per call at {rate}](img/perf-time-{rate}.png)\n"
                    f"![speedup at {rate}](img/perf-speedup-{rate}.png)\n")
+    out.append("### compressor=auto (with=topk, density 0.01, ef) against dense, same run\n")
+    out.append("Each cell: auto's time / dense time (above 1.10 would fail the acceptance), "
+               "and the path the layer chose (c: compressed, d: dense).\n")
+    autos = {r: pairs for (r, kind, name), pairs in runs.items() if kind == "sweep" and name == "auto" and pairs}
+    if autos:
+        order = [r for r in rates if r in autos]
+        out.append("| size | " + " | ".join(order) + " |")
+        out.append("|---|" + "---|" * len(order))
+        for s in sorted({r["size"] for pairs in autos.values() for _, r in pairs}):
+            cells = []
+            for rate in order:
+                hit = [(d, r) for d, r in autos[rate] if r["size"] == s]
+                if not hit:
+                    cells.append("-")
+                    continue
+                d, r = hit[0]
+                cells.append(f"{r['time_us'] / d['time_us']:.2f} ({'d' if r.get('dense_layers', 0) else 'c'})")
+            out.append(f"| {mib(s)} | " + " | ".join(cells) + " |")
+        worst = max(r["time_us"] / d["time_us"] for pairs in autos.values() for d, r in pairs)
+        out.append(f"\nWorst ratio over every size and rate: {worst:.2f}.\n")
     out.append("### The acceptance points: 100 MiB (powersgd: the resnet50 layers)\n")
     out.append("| rate | codec | size | dense (ms) | codec (ms) | speedup | target | sent per rank | "
                "encode + decode (ms) | ideal (ms) | codec / ideal |")
