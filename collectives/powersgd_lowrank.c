@@ -148,7 +148,7 @@ static terse_status_t lowrank_decode(proto_call_t *c)
         if (c->delta) memset(c->delta, 0, c->count * sizeof(float));
         return TERSE_OK;
     }
-    powersgd_outer(w.Pa, w.rows, w.Qa, w.cols, w.r, c->out, 0);
+    powersgd_outer(w.Pa, w.rows, w.Qa, w.cols, w.r, c->out, 0, w.acc);
     if (c->delta) memcpy(c->delta, c->out, c->count * sizeof(float));
     if (!c->mean) {
         const float n = (float)c->tp->size;

@@ -7,7 +7,9 @@
  * compute the same bits and a test reference must be able to reproduce them:
  *   - products are taken in double ((double)a * (double)b, exact for floats), summed in
  *     double from 0.0 in increasing index order, and the sum is rounded to float once;
- *   - matrices are row-major: element (i, k) of an n x r matrix is a[i * r + k]. */
+ *   - matrices are row-major: element (i, k) of an n x r matrix is a[i * r + k].
+ * The products run AVX2 kernels where simd_level() allows (simd.h); those compute the same
+ * bits as the scalar loops, which stay the reference. */
 #ifndef TERSE_POWERSGD_H
 #define TERSE_POWERSGD_H
 
@@ -31,13 +33,13 @@ extern const codec_ops_t codec_powersgd_ops;
  * (0 for an empty layer). */
 size_t powersgd_rank(const double *p, size_t rows, size_t cols);
 
-/* Doubles of accumulator that powersgd_mul_t needs for factors of rank r; powersgd_mul
- * needs r of them. */
+/* Doubles of scratch (acc below) that the products need for factors of rank r: about
+ * 50 KiB for small ranks (the vector kernels keep blocks of their operands there). */
 size_t powersgd_acc_doubles(size_t r);
 
 /* P = M Q: M is n x m, Q is m x r, P is n x r.
  *   P[i,k] = (float) sum_{j = 0..m-1} M[i,j] * Q[j,k]
- * acc: r doubles. */
+ * acc: powersgd_acc_doubles(r) doubles. */
 void powersgd_mul(const float *restrict M, size_t n, size_t m, const float *restrict Q, size_t r,
                   float *restrict P, double *restrict acc);
 
@@ -49,9 +51,10 @@ void powersgd_mul_t(const float *restrict M, size_t n, size_t m, const float *re
                     float *restrict Q, double *restrict acc);
 
 /* A = P Q^T, or A += P Q^T when add is 1: P is n x r, Q is m x r, A is n x m.
- *   A[i,j] = (float) sum_{k = 0..r-1} P[i,k] * Q[j,k]     (add: A[i,j] += that float)  */
+ *   A[i,j] = (float) sum_{k = 0..r-1} P[i,k] * Q[j,k]     (add: A[i,j] += that float)
+ * acc: powersgd_acc_doubles(r) doubles. */
 void powersgd_outer(const float *restrict P, size_t n, const float *restrict Q, size_t m, size_t r,
-                    float *restrict A, int add);
+                    float *restrict A, int add, double *restrict acc);
 
 /* Orthonormalises the r columns of the len x r matrix a in place by Gram-Schmidt with the
  * paper code's guard, column i = 0, 1, ...:

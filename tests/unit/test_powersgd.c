@@ -1,7 +1,9 @@
 /* Unit tests for PowerSGD's linear algebra and standalone codec (compressors/powersgd.c):
  * the rank-1 two-worker trace of ALGORITHMS.md §10.2 item 2, the products against plain
- * triple loops in the documented order (bit for bit), Gram-Schmidt's orthonormality and its
- * eps guard, which layers go dense, and the codec's round trip and message validation. */
+ * triple loops in the documented order (bit for bit) at each SIMD level, the AVX2 products
+ * against the scalar ones on many shapes and awkward values, Gram-Schmidt's orthonormality
+ * and its eps guard, which layers go dense, and the codec's round trip (the same bytes at
+ * each level) and message validation. */
 #include <check.h>
 #include <math.h>
 #include <stdint.h>
@@ -10,6 +12,7 @@
 
 #include "codec.h"
 #include "powersgd.h"
+#include "simd.h"
 
 #define REQUIRE(cond, ...)                                                                  \
     do {                                                                                    \
@@ -31,6 +34,23 @@ static void fill(float *v, size_t n, uint64_t seed)
 {
     uint64_t s = seed;
     for (size_t i = 0; i < n; i++) v[i] = rnd(&s);
+}
+
+/* Values on which a change in the order of a sum shows, even after the double sum is
+ * rounded to float: ±(1 + i/8) * 2^e with e in {-30, 0, 30}, so that products of 2^60 and
+ * of 1 meet in one sum and cancel or not depending on the order (2^60 + 1 - 2^60 is 0, not
+ * 1); exact zeros of both signs; with specials, also infinities and subnormals. */
+static void fill_hard(float *v, size_t n, uint64_t seed, int specials)
+{
+    static const float special[] = {INFINITY, -INFINITY, 1e-45f, -3e-41f};
+    uint64_t s = seed;
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t b = rng_next(&s);
+        v[i] = ldexpf(1.0f + (float)(b % 8) / 8.0f, 30 * (int)((b >> 3) % 3) - 30);
+        if ((b >> 5) & 1) v[i] = -v[i];
+        if ((b >> 6) % 16 == 0) v[i] = (b >> 10) & 1 ? -0.0f : 0.0f;
+        if (specials && (b >> 11) % 64 == 0) v[i] = special[(b >> 17) % 4];
+    }
 }
 
 /* Parameters as the configuration would give them: the table's defaults, then overrides. */
@@ -65,7 +85,7 @@ START_TEST(trace_rank1_two_workers_matches_algorithms_10_2)
 {
     const float q0v = (float)(1.0 / sqrt(3.0));
     float q0[3] = {q0v, q0v, q0v}, p1[4], p2[4], P[4], Q1[3], Q2[3], Q[3], A[12];
-    double acc[4096];
+    double *acc = malloc(powersgd_acc_doubles(1) * sizeof *acc);
     powersgd_orthogonalize(q0, 3, 1);
     powersgd_mul(trace_m1, 4, 3, q0, 1, p1, acc);
     powersgd_mul(trace_m2, 4, 3, q0, 1, p2, acc);
@@ -82,7 +102,7 @@ START_TEST(trace_rank1_two_workers_matches_algorithms_10_2)
     for (int j = 0; j < 3; j++)
         ck_assert_msg(fabs(Q[j] - want_q[j]) < 1e-6, "Q[%d] = %.7f, trace %.6f", j, Q[j], want_q[j]);
 
-    powersgd_outer(P, 4, Q, 3, 1, A, 0);
+    powersgd_outer(P, 4, Q, 3, 1, A, 0, acc);
     static const double want_a[12] = {0.698198, 0.968468, 0.833333, 0.698198, 0.968468, 0.833333,
                                       0.698198, 0.968468, 0.833333, 0.837838, 1.162162, 1.0};
     static const double want_e1[12] = {0.301802, 1.031532, -0.833333, -0.698198, 0.031532, 0.166667,
@@ -95,55 +115,152 @@ START_TEST(trace_rank1_two_workers_matches_algorithms_10_2)
         ck_assert_msg(fabs(e1 - want_e1[t]) < 1e-6, "e_1[%d] = %.7f, trace %.6f", t, e1, want_e1[t]);
         ck_assert_msg(fabs(e2 - want_e2[t]) < 1e-6, "e_2[%d] = %.7f, trace %.6f", t, e2, want_e2[t]);
     }
+    free(acc);
 }
 END_TEST
 
 /* ---- Products in the documented order --------------------------------------------------- */
 
-START_TEST(products_equal_plain_loops_bit_for_bit)
+START_TEST(products_equal_plain_loops_bit_for_bit_at_each_level)
 {
-    /* m = 1500 > 4096 / 3: M^T P runs in two column blocks */
-    static const size_t shapes[][3] = {{1, 1, 1}, {7, 5, 2}, {64, 48, 4}, {3, 1500, 3}, {20, 30, 7}};
+    /* m = 1500 > 4096 / 3: M^T P runs in two column blocks; the others reach the vector
+     * kernels' row and column tails, several rank chunks and a partial one */
+    static const size_t shapes[][3] = {{1, 1, 1}, {7, 5, 2}, {64, 48, 4}, {3, 1500, 3}, {20, 30, 7},
+                                       {9, 1030, 5}, {33, 17, 1}, {2, 5000, 2}, {13, 70, 9}};
+    static const simd_level_t levels[] = {SIMD_SCALAR, SIMD_AVX2};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const size_t n = shapes[s][0], m = shapes[s][1], r = shapes[s][2];
         float *M = malloc(n * m * 4), *Q = malloc(m * r * 4), *P = malloc(n * r * 4);
         float *out = malloc((n > m ? n : m) * (n > m ? n : m) * r * 4), *A = malloc(n * m * 4);
         double *acc = malloc(powersgd_acc_doubles(r) * sizeof *acc);
-        fill(M, n * m, 1 + s);
-        fill(Q, m * r, 100 + s);
-        fill(P, n * r, 200 + s);
+        fill_hard(M, n * m, 1 + s, 0);
+        fill_hard(Q, m * r, 100 + s, 0);
+        fill_hard(P, n * r, 200 + s, 0);
+        for (int l = 0; l < 2; l++) {
+            const char *lv = simd_name(simd_set_level(levels[l]));
+            powersgd_mul(M, n, m, Q, r, out, acc);
+            for (size_t i = 0; i < n; i++)
+                for (size_t k = 0; k < r; k++) {
+                    double sum = 0.0;
+                    for (size_t j = 0; j < m; j++) sum += (double)M[i * m + j] * (double)Q[j * r + k];
+                    float want = (float)sum;
+                    REQUIRE(memcmp(&want, &out[i * r + k], 4) == 0, "%s M Q %zux%zu r%zu (%zu,%zu)", lv, n, m, r,
+                            i, k);
+                }
 
-        powersgd_mul(M, n, m, Q, r, out, acc);
-        for (size_t i = 0; i < n; i++)
-            for (size_t k = 0; k < r; k++) {
-                double sum = 0.0;
-                for (size_t j = 0; j < m; j++) sum += (double)M[i * m + j] * (double)Q[j * r + k];
-                float want = (float)sum;
-                REQUIRE(memcmp(&want, &out[i * r + k], 4) == 0, "M Q %zux%zu r%zu (%zu,%zu)", n, m, r, i, k);
-            }
+            powersgd_mul_t(M, n, m, P, r, out, acc);
+            for (size_t j = 0; j < m; j++)
+                for (size_t k = 0; k < r; k++) {
+                    double sum = 0.0;
+                    for (size_t i = 0; i < n; i++) sum += (double)M[i * m + j] * (double)P[i * r + k];
+                    float want = (float)sum;
+                    REQUIRE(memcmp(&want, &out[j * r + k], 4) == 0, "%s M^T P %zux%zu r%zu (%zu,%zu)", lv, n, m,
+                            r, j, k);
+                }
 
-        powersgd_mul_t(M, n, m, P, r, out, acc);
-        for (size_t j = 0; j < m; j++)
-            for (size_t k = 0; k < r; k++) {
-                double sum = 0.0;
-                for (size_t i = 0; i < n; i++) sum += (double)M[i * m + j] * (double)P[i * r + k];
-                float want = (float)sum;
-                REQUIRE(memcmp(&want, &out[j * r + k], 4) == 0, "M^T P %zux%zu r%zu (%zu,%zu)", n, m, r, j, k);
-            }
-
-        memcpy(A, M, n * m * 4);
-        powersgd_outer(P, n, Q, m, r, out, 0);
-        powersgd_outer(P, n, Q, m, r, A, 1);
-        for (size_t i = 0; i < n; i++)
-            for (size_t j = 0; j < m; j++) {
-                double sum = 0.0;
-                for (size_t k = 0; k < r; k++) sum += (double)P[i * r + k] * (double)Q[j * r + k];
-                float want = (float)sum, want_add = M[i * m + j] + (float)sum;
-                REQUIRE(memcmp(&want, &out[i * m + j], 4) == 0, "P Q^T %zux%zu (%zu,%zu)", n, m, i, j);
-                REQUIRE(memcmp(&want_add, &A[i * m + j], 4) == 0, "M + P Q^T %zux%zu (%zu,%zu)", n, m, i, j);
-            }
+            memcpy(A, M, n * m * 4);
+            powersgd_outer(P, n, Q, m, r, out, 0, acc);
+            powersgd_outer(P, n, Q, m, r, A, 1, acc);
+            for (size_t i = 0; i < n; i++)
+                for (size_t j = 0; j < m; j++) {
+                    double sum = 0.0;
+                    for (size_t k = 0; k < r; k++) sum += (double)P[i * r + k] * (double)Q[j * r + k];
+                    float want = (float)sum, want_add = M[i * m + j] + (float)sum;
+                    REQUIRE(memcmp(&want, &out[i * m + j], 4) == 0, "%s P Q^T %zux%zu (%zu,%zu)", lv, n, m, i, j);
+                    REQUIRE(memcmp(&want_add, &A[i * m + j], 4) == 0, "%s M + P Q^T %zux%zu (%zu,%zu)", lv, n,
+                            m, i, j);
+                }
+        }
+        simd_set_level(simd_cpu_level());
         free(M); free(Q); free(P); free(out); free(A); free(acc);
     }
+}
+END_TEST
+
+#define GUARD 16
+static const double guard_value = -1234.5;
+
+/* Runs the three products of one shape at the given level, with acc one double past the
+ * start of its block (the kernels align it themselves), and checks that nothing past
+ * powersgd_acc_doubles(r) doubles of it was written. */
+static void products_at(simd_level_t level, const float *M, size_t n, size_t m, const float *Q,
+                        const float *P, size_t r, float *pq, float *qt, float *a0, float *a1)
+{
+    const size_t na = powersgd_acc_doubles(r);
+    double *acc = malloc((na + 1 + GUARD) * sizeof *acc);
+    ck_assert(acc);
+    for (size_t t = 0; t < GUARD; t++) acc[1 + na + t] = guard_value;
+    simd_set_level(level);
+    powersgd_mul(M, n, m, Q, r, pq, acc + 1);
+    powersgd_mul_t(M, n, m, P, r, qt, acc + 1);
+    powersgd_outer(P, n, Q, m, r, a0, 0, acc + 1);
+    powersgd_outer(P, n, Q, m, r, a1, 1, acc + 1);
+    simd_set_level(simd_cpu_level());
+    for (size_t t = 0; t < GUARD; t++)
+        REQUIRE(acc[1 + na + t] == guard_value, "%s %zux%zu r%zu wrote past its %zu doubles of acc",
+                simd_name(level), n, m, r, na);
+    free(acc);
+}
+
+/* First index where two float arrays differ in bits, or n. */
+static size_t first_difference(const float *a, const float *b, size_t n)
+{
+    size_t t = 0;
+    while (t < n && memcmp(&a[t], &b[t], sizeof *a) == 0) t++;
+    return t;
+}
+
+START_TEST(avx2_products_equal_scalar_bit_for_bit_on_every_shape)
+{
+    /* every rank 1 .. 9 on small shapes (1 x m, n x 1, odd sizes, rank above both
+     * dimensions); then shapes that cross the kernels' blocks: M Q's 256-column slices and
+     * rank chunks, M^T P's column blocks (4096 / r columns), P Q^T's blocks and row pairs;
+     * then empty ones */
+    static const size_t dims[] = {1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 33};
+    static const size_t big[][3] = {{3, 1500, 3}, {2, 5000, 1}, {2, 5000, 2}, {70, 1030, 4}, {9, 2100, 5},
+                                    {37, 600, 33}, {5, 40, 130}, {1, 4099, 4}, {4099, 1, 4}, {41, 263, 8},
+                                    {0, 7, 3}, {7, 0, 3}, {4, 5, 0}};
+    if (simd_cpu_level() < SIMD_AVX2) return; /* nothing to compare with */
+    size_t cases = 0;
+    for (size_t c = 0; c < 9 * 11 * 11 + sizeof big / sizeof big[0]; c++) {
+        size_t n, m, r;
+        if (c < 9 * 11 * 11) {
+            r = 1 + c / 121;
+            n = dims[c / 11 % 11];
+            m = dims[c % 11];
+        } else {
+            n = big[c - 9 * 11 * 11][0];
+            m = big[c - 9 * 11 * 11][1];
+            r = big[c - 9 * 11 * 11][2];
+        }
+        const int specials = c % 3 == 2;
+        float *M = malloc(n * m * 4), *Q = malloc(m * r * 4), *P = malloc(n * r * 4), *A = malloc(n * m * 4);
+        float *out[2][4];
+        const size_t len[4] = {n * r, m * r, n * m, n * m};
+        for (int l = 0; l < 2; l++)
+            for (int o = 0; o < 4; o++) out[l][o] = malloc((len[o] + 8) * 4);
+        fill_hard(M, n * m, 7 * c + 1, specials);
+        fill_hard(Q, m * r, 7 * c + 2, specials);
+        fill_hard(P, n * r, 7 * c + 3, specials);
+        fill_hard(A, n * m, 7 * c + 4, 0);
+        /* the outputs one float into their blocks: the kernels take any float alignment */
+        for (int l = 0; l < 2; l++) {
+            memcpy(out[l][3] + 1, A, n * m * 4);
+            products_at(l ? SIMD_AVX2 : SIMD_SCALAR, M, n, m, Q, P, r, out[l][0] + 1, out[l][1] + 1,
+                        out[l][2] + 1, out[l][3] + 1);
+        }
+        static const char *what[4] = {"M Q", "M^T P", "P Q^T", "A + P Q^T"};
+        for (int o = 0; o < 4; o++) {
+            const size_t at = first_difference(out[0][o] + 1, out[1][o] + 1, len[o]);
+            REQUIRE(at == len[o], "%s %zux%zu r%zu%s: avx2 differs from scalar at %zu (%a, scalar %a)", what[o], n,
+                    m, r, specials ? " with specials" : "", at, out[1][o][1 + at], out[0][o][1 + at]);
+        }
+        for (int l = 0; l < 2; l++)
+            for (int o = 0; o < 4; o++) free(out[l][o]);
+        free(M); free(Q); free(P); free(A);
+        cases++;
+    }
+    ck_assert_uint_eq(cases, 9 * 11 * 11 + sizeof big / sizeof big[0]);
 }
 END_TEST
 
@@ -282,7 +399,9 @@ static double codec_roundtrip(size_t rows, size_t cols, size_t true_rank, double
     float *M = malloc(n * 4), *out = calloc(n, 4);
     fill(u, rows * true_rank, 31);
     fill(v, cols * true_rank, 32);
-    powersgd_outer(u, rows, v, cols, true_rank, M, 0);
+    double *acc = malloc(powersgd_acc_doubles(true_rank) * sizeof *acc);
+    powersgd_outer(u, rows, v, cols, true_rank, M, 0, acc);
+    free(acc);
     size_t mb = ops->max_bytes(p, n), sb = ops->scratch_bytes(p, n);
     void *msg = malloc(mb), *scratch = malloc(sb);
     const codec_ctx_t ctx = {99, 0, rows, cols};
@@ -327,6 +446,46 @@ START_TEST(codec_recovers_a_matrix_of_lower_rank)
                   sqrt(err / norm));
     free(msg);
     free(scratch);
+}
+END_TEST
+
+START_TEST(codec_sends_and_decodes_the_same_bits_at_both_levels)
+{
+    static const size_t shapes[][3] = {{64, 48, 4}, {7, 5, 2},   {100, 300, 8},
+                                       {1000, 3, 3}, {3, 1000, 1}, {33, 65, 5}};
+    const codec_ops_t *ops = &codec_powersgd_ops;
+    static const simd_level_t levels[] = {SIMD_SCALAR, SIMD_AVX2};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const size_t rows = shapes[s][0], cols = shapes[s][1], n = rows * cols;
+        double p[TERSE_MAX_PARAMS];
+        params(p, (double)shapes[s][2], 1);
+        float *in = malloc(n * 4), *out[2];
+        unsigned char *msg[2];
+        size_t bytes[2];
+        void *scratch = malloc(ops->scratch_bytes(p, n));
+        fill(in, n, 40 + s);
+        const codec_ctx_t ctx = {17 + s, 0, rows, cols};
+        for (int l = 0; l < 2; l++) {
+            simd_set_level(levels[l]);
+            msg[l] = malloc(ops->max_bytes(p, n));
+            out[l] = malloc(n * 4);
+            fill(out[l], n, 80 + s);
+            bytes[l] = ops->encode(p, &ctx, in, n, msg[l], scratch);
+            ck_assert_int_eq(ops->decode_add(p, msg[l], bytes[l], n, out[l], scratch), TERSE_OK);
+        }
+        simd_set_level(simd_cpu_level());
+        ck_assert_uint_eq(bytes[0], bytes[1]);
+        REQUIRE(memcmp(msg[0], msg[1], bytes[0]) == 0, "%zux%zu: the message differs between the levels", rows,
+                cols);
+        REQUIRE(first_difference(out[0], out[1], n) == n, "%zux%zu: the decoded sum differs between the levels",
+                rows, cols);
+        for (int l = 0; l < 2; l++) {
+            free(msg[l]);
+            free(out[l]);
+        }
+        free(in);
+        free(scratch);
+    }
 }
 END_TEST
 
@@ -409,7 +568,8 @@ static Suite *powersgd_suite(void)
     Suite *s = suite_create("powersgd");
     TCase *tc = tcase_create("math");
     tcase_add_test(tc, trace_rank1_two_workers_matches_algorithms_10_2);
-    tcase_add_test(tc, products_equal_plain_loops_bit_for_bit);
+    tcase_add_test(tc, products_equal_plain_loops_bit_for_bit_at_each_level);
+    tcase_add_test(tc, avx2_products_equal_scalar_bit_for_bit_on_every_shape);
     tcase_add_test(tc, orthogonalize_gives_orthonormal_columns);
     tcase_add_test(tc, orthogonalize_follows_the_paper_code_formula);
     tcase_add_test(tc, orthogonalize_keeps_zero_and_dependent_columns_finite);
@@ -421,6 +581,7 @@ static Suite *powersgd_suite(void)
     suite_add_tcase(s, tc_dense);
     TCase *tc_codec = tcase_create("codec");
     tcase_add_test(tc_codec, codec_recovers_a_matrix_of_lower_rank);
+    tcase_add_test(tc_codec, codec_sends_and_decodes_the_same_bits_at_both_levels);
     tcase_add_test(tc_codec, codec_max_bytes_is_the_largest_shape);
     tcase_add_test(tc_codec, codec_rejects_malformed_messages_and_leaves_out_untouched);
     suite_add_tcase(s, tc_codec);
