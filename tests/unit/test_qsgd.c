@@ -1,8 +1,10 @@
 /* Unit tests for QSGD with max-min scaling (compressors/qsgd.c): message sizes, the bit
  * packing, the exact quantisation formula (against a reference written here from the
  * documented operations), the rounding error and range bounds, constant buckets,
- * unbiasedness of stochastic rounding, chunked encoding, and the validation of peer
- * messages. */
+ * unbiasedness of stochastic rounding and its random draws, chunked encoding, the
+ * validation of peer messages, and the AVX2 kernels against the scalar ones, byte for byte
+ * and bit for bit, over inputs chosen to reach every path of both (on a CPU without AVX2,
+ * simd_set_level keeps the scalar kernels and those comparisons hold trivially). */
 #include <check.h>
 #include <float.h>
 #include <math.h>
@@ -14,6 +16,7 @@
 #include "codec.h"
 #include "qsgd.h"
 #include "rng.h"
+#include "simd.h"
 
 #define REQUIRE(cond, ...)                                                                  \
     do {                                                                                    \
@@ -49,8 +52,14 @@ static double unit(uint64_t *s) { return (double)(next(s) >> 11) * 0x1.0p-53; }
 
 /* Vectors of several kinds: uniform [-1, 1], a few repeated levels (exact ties, constant
  * runs), a huge range (both ends near +-FLT_MAX, so hi - lo exceeds FLT_MAX), tiny values
- * down to subnormals, and any finite bit pattern. */
-enum { KIND_UNIFORM, KIND_LEVELS, KIND_HUGE, KIND_TINY, KIND_BITS, N_KINDS };
+ * down to subnormals, any finite bit pattern, ranges near 2^-100 whose elements sit a few
+ * subnormals above the minimum (so x - lo is subnormal while L 2^16 / (hi - lo) still fits
+ * a float), values far from zero next to their range, and runs of one value (flat
+ * buckets). The vector-kernel tests add NaN, Inf and signed zeros (KIND_SPECIALS). */
+enum {
+    KIND_UNIFORM, KIND_LEVELS, KIND_HUGE, KIND_TINY, KIND_BITS, KIND_SUBNORMAL, KIND_OFFSET, KIND_RUNS, N_KINDS,
+    KIND_SPECIALS = N_KINDS, N_VKINDS
+};
 
 static void fill(float *v, size_t n, uint64_t *s, int kind)
 {
@@ -60,6 +69,20 @@ static void fill(float *v, size_t n, uint64_t *s, int kind)
         case KIND_LEVELS: v[i] = (float)((int)(next(s) % 5) - 2) * 0.75f; break;
         case KIND_HUGE: v[i] = (float)((2.0 * unit(s) - 1.0) * FLT_MAX); break;
         case KIND_TINY: v[i] = (float)((2.0 * unit(s) - 1.0) * 1e-38); break;
+        case KIND_SUBNORMAL: {
+            const uint64_t r = next(s);
+            v[i] = r % 3 == 0   ? -0x1.0p-110f + (float)(r >> 40 & 127) * 0x1.0p-133f
+                   : r % 3 == 1 ? (float)((int)(r >> 40 & 15) - 8) * 0x1.0p-149f
+                                : (float)((2.0 * unit(s) - 1.0) * 0x1.0p-100);
+            break;
+        }
+        case KIND_OFFSET: v[i] = 1000.0f + (float)(unit(s) * 0.01); break;
+        case KIND_RUNS: v[i] = i && next(s) % 40 ? v[i - 1] : (float)(2.0 * unit(s) - 1.0); break;
+        case KIND_SPECIALS: {
+            static const float specials[] = {NAN, INFINITY, -INFINITY, 0.0f, -0.0f};
+            v[i] = next(s) % 211 == 0 ? specials[next(s) % 5] : (float)(2.0 * unit(s) - 1.0);
+            break;
+        }
         default: {
             uint32_t u;
             do u = (uint32_t)(next(s) >> 32);
@@ -71,9 +94,32 @@ static void fill(float *v, size_t n, uint64_t *s, int kind)
     }
 }
 
-/* The documented quantisation of one bucket x[0..m), written from the formula in qsgd.c's
- * header: lo/hi by a plain scan, q in double, floor(q + 0.5) or floor(q + u), clamped to L,
- * decoded as min((float)(lo + level * step), hi). Writes the decoded values and levels. */
+/* The documented level of x in a bucket [lo, hi], lo < hi, v the element's 16 random bits
+ * (stochastic) or ignored. Round to nearest, and stochastic rounding where float cannot
+ * hold the bucket: q in double, floor(q + 1/2) or floor(q + v 2^-16). Stochastic rounding
+ * where hi - lo and S = L 2^16 / (hi - lo) are finite floats: in float fixed point,
+ * (floor((x - lo) S) + v) >> 16. Both clamped to L. */
+static unsigned ref_level(float x, float lo, float hi, unsigned L, int stochastic, uint32_t v)
+{
+    if (stochastic) {
+        const float r = hi - lo, S = (float)(L * 65536u) / r;
+        if (isfinite(r) && isfinite(S)) {
+            const float Q = (x - lo) * S;
+            const uint32_t l = ((uint32_t)(int32_t)Q + v) >> 16;
+            return l > L ? L : l;
+        }
+    } else {
+        v = 0x8000;
+    }
+    const double r = (double)hi - (double)lo, q = ((double)x - (double)lo) * (L / r);
+    const double f = floor(q + (double)v * 0x1.0p-16);
+    return f > L ? L : (unsigned)f;
+}
+
+/* The documented quantisation of one bucket x[0..m), finite, written from the formula in
+ * qsgd.c's header: lo/hi by a plain scan (the first of equal values), the levels by
+ * ref_level with v = rng_bits16(key, idx + j), every level 0 when lo == hi, decoded as
+ * min((float)(lo + level * step), hi). Writes the decoded values and levels. */
 static void ref_bucket(const float *x, size_t m, int bits, int stochastic, uint64_t key, uint64_t idx,
                        float *dec, unsigned *level, float *lo_p, float *hi_p)
 {
@@ -85,15 +131,10 @@ static void ref_bucket(const float *x, size_t m, int bits, int stochastic, uint6
     }
     *lo_p = lo;
     *hi_p = hi;
-    const double r = (double)hi - (double)lo, scale = L / r, step = r / L;
+    const double step = ((double)hi - (double)lo) / L;
     for (size_t j = 0; j < m; j++) {
-        unsigned l = 0;
-        if (lo < hi) {
-            const double q = ((double)x[j] - (double)lo) * scale;
-            const double f = floor(q + (stochastic ? (double)rng_uniform_f(key, idx + j) : 0.5));
-            l = f > L ? L : (unsigned)f;
-        }
-        const float v = (float)((double)lo + l * (lo < hi ? step : 0.0));
+        const unsigned l = lo < hi ? ref_level(x[j], lo, hi, L, stochastic, rng_bits16(key, idx + j)) : 0;
+        const float v = (float)((double)lo + l * step);
         dec[j] = v > hi ? hi : v;
         level[j] = l;
     }
@@ -136,11 +177,14 @@ START_TEST(qsgd_message_size_is_exact_for_every_count_bits_and_bucket)
                     params(p, bits, buckets[bi], st);
                     REQUIRE(codec_qsgd_ops.max_bytes(p, n) == want, "n=%zu bits=%d bucket=%zu: max_bytes %zu, want %zu",
                             n, bits, buckets[bi], codec_qsgd_ops.max_bytes(p, n), want);
-                    /* every byte up to want is written, none after: two prefills agree */
+                    /* every byte up to want is written, none after: two prefills agree, the
+                     * second written by the other kernel level */
                     codec_ctx_t ctx = {42, 0, 0, 0};
                     memset(a, 0xaa, want + PAD);
                     memset(b, 0x55, want + PAD);
+                    simd_set_level(SIMD_SCALAR);
                     size_t wa = codec_qsgd_ops.encode(p, &ctx, x, n, a, NULL);
+                    simd_set_level(SIMD_AVX2);
                     size_t wb = codec_qsgd_ops.encode(p, &ctx, x, n, b, NULL);
                     REQUIRE(wa == want && wb == want, "n=%zu bits=%d bucket=%zu: encode wrote %zu", n, bits,
                             buckets[bi], wa);
@@ -150,6 +194,7 @@ START_TEST(qsgd_message_size_is_exact_for_every_count_bits_and_bucket)
                         REQUIRE(a[i] == 0xaa && b[i] == 0x55, "n=%zu bits=%d bucket=%zu: byte %zu past the end written",
                                 n, bits, buckets[bi], i);
                 }
+    simd_set_level(simd_cpu_level());
     free(a);
     free(b);
     free(x);
@@ -233,11 +278,14 @@ END_TEST
 
 /* ---- Quantisation ----------------------------------------------------------------------- */
 
-/* Codec against the reference, bit for bit, for both roundings, every bits, several bucket
- * sizes and every kind of vector; plus the bounds: decoded values in [lo, hi], and with
- * round to nearest an error of at most step / 2 (plus the float rounding of the result). */
+/* Codec against the reference, bit for bit, at both kernel levels, for both roundings,
+ * every bits, several bucket sizes, an even and an odd offset and every kind of vector;
+ * plus the bounds: decoded values in [lo, hi]; with round to nearest an error of at most
+ * step / 2, with stochastic rounding of at most one step (to within 5 2^-16 of a step, the
+ * float arithmetic's), plus the float rounding of the result. */
 START_TEST(qsgd_matches_the_documented_formula_and_bounds)
 {
+    static const simd_level_t levels[] = {SIMD_SCALAR, SIMD_AVX2};
     static const size_t buckets[] = {1, 2, 7, 64, 512, 3000};
     const size_t n = 3001;
     float *x = malloc(n * sizeof *x), *out = malloc(n * sizeof *out), *ref = malloc(n * sizeof *ref);
@@ -249,39 +297,48 @@ START_TEST(qsgd_matches_the_documented_formula_and_bounds)
         fill(x, n, &s, kind);
         for (int bits = 1; bits <= 8; bits++)
             for (size_t bi = 0; bi < sizeof buckets / sizeof buckets[0]; bi++)
-                for (int st = 0; st <= 1; st++) {
+                for (int run = 0; run < 8; run++) {
+                    const int st = run & 1, offset = 100 + (run >> 1 & 1);
+                    const char *lv = simd_name(simd_set_level(levels[run >> 2]));
                     const size_t b = buckets[bi];
                     double p[TERSE_MAX_PARAMS];
                     params(p, bits, b, st);
                     p[QSGD_SEED] = 5;
-                    const codec_ctx_t ctx = {0x1234567 + (uint64_t)kind, 100, 0, 0};
+                    const codec_ctx_t ctx = {0x1234567 + (uint64_t)kind, (uint64_t)offset, 0, 0};
                     round_trip(p, &ctx, x, n, out, msg);
                     const double L = (double)((1u << bits) - 1);
                     for (size_t b0 = 0; b0 < n; b0 += b) {
                         size_t m = n - b0 < b ? n - b0 : b;
                         float lo, hi;
-                        ref_bucket(x + b0, m, bits, st, ref_key(ctx.key, 5), 100 + b0, ref + b0, lev + b0, &lo, &hi);
+                        ref_bucket(x + b0, m, bits, st, ref_key(ctx.key, 5), ctx.offset + b0, ref + b0, lev + b0, &lo,
+                                   &hi);
                         float mlo, mhi;
                         memcpy(&mlo, msg + 8 * (b0 / b), 4);
                         memcpy(&mhi, msg + 8 * (b0 / b) + 4, 4);
-                        REQUIRE(mlo == lo && mhi == hi, "kind %d bits %d bucket %zu: header %g %g, want %g %g", kind,
-                                bits, b, mlo, mhi, lo, hi);
+                        REQUIRE(memcmp(&mlo, &lo, 4) == 0 && memcmp(&mhi, &hi, 4) == 0,
+                                "%s kind %d bits %d bucket %zu: header %g %g, want %g %g", lv, kind, bits, b, mlo, mhi, lo,
+                                hi);
                         const double step = ((double)hi - (double)lo) / L;
-                        /* half an ulp of the largest magnitude: the decoded value is a float */
-                        const double ulp = fmax(fabs((double)lo), fabs((double)hi)) * 0x1.0p-24;
+                        /* half an ulp of the largest magnitude, at least half the subnormal
+                         * spacing: the decoded value is a float */
+                        const double ulp = fmax(fmax(fabs((double)lo), fabs((double)hi)) * 0x1.0p-24, 0x1.0p-150);
                         for (size_t j = b0; j < b0 + m; j++) {
-                            REQUIRE(memcmp(&out[j], &ref[j], 4) == 0, "kind %d bits %d bucket %zu st %d: element %zu "
-                                    "decodes to %a, reference %a", kind, bits, b, st, j, out[j], ref[j]);
+                            /* decode adds into out, which round_trip zeroes: +0 + -0 is +0 */
+                            const float want = 0.0f + ref[j];
+                            REQUIRE(memcmp(&out[j], &want, 4) == 0, "%s kind %d bits %d bucket %zu st %d offset %d: "
+                                    "element %zu (%a in [%a, %a]) decodes to %a, reference %a", lv, kind, bits, b, st,
+                                    offset, j, x[j], lo, hi, out[j], want);
                             REQUIRE(out[j] >= lo && out[j] <= hi, "kind %d bits %d bucket %zu: element %zu = %g outside "
                                     "[%g, %g]", kind, bits, b, j, out[j], lo, hi);
                             const double err = fabs((double)out[j] - (double)x[j]);
-                            const double bound = st ? step * (1 + 1e-12) + ulp : step / 2 * (1 + 1e-12) + ulp;
+                            const double bound = st ? step * (1 + 5 * 0x1.0p-16) + ulp : step / 2 * (1 + 1e-12) + ulp;
                             REQUIRE(err <= bound, "kind %d bits %d bucket %zu st %d: element %zu error %g > %g (step %g)",
                                     kind, bits, b, st, j, err, bound, step);
                         }
                     }
                 }
     }
+    simd_set_level(simd_cpu_level());
     free(x); free(out); free(ref); free(lev); free(msg);
 }
 END_TEST
@@ -332,9 +389,10 @@ END_TEST
 /* Over K keys the mean of decode(encode(x)) tends to x. Each decode is lo + level * step with
  * level floor(q) or floor(q) + 1 (checked), so one draw has variance f (1 - f) step^2 <=
  * step^2 / 4 and the mean of K independent draws a standard error <= step / (2 sqrt K); the
- * tolerance is 5 of those (a false alarm below 1e-6 per element), plus 2^-24 step for the
- * resolution of u. Round to nearest, in contrast, misses by frac(q) step on the elements
- * between levels, which this tolerance catches - the check below makes sure. */
+ * tolerance is 5 of those (a false alarm below 1e-6 per element), plus 5 2^-16 step for the
+ * resolution of the draws and the float arithmetic. Round to nearest, in contrast, misses
+ * by frac(q) step on the elements between levels, which this tolerance catches - the check
+ * below makes sure. */
 START_TEST(qsgd_stochastic_rounding_is_unbiased)
 {
     enum { N = 96, K = 4000 };
@@ -359,7 +417,7 @@ START_TEST(qsgd_stochastic_rounding_is_unbiased)
                 sum[i] += out[i];
             }
         }
-        const double tol = 5.0 * step / (2.0 * sqrt((double)K)) + step * 0x1.0p-24 + 1e-6;
+        const double tol = 5.0 * step / (2.0 * sqrt((double)K)) + 5 * step * 0x1.0p-16 + 1e-6;
         for (int i = 0; i < N; i++)
             REQUIRE(fabs(sum[i] / K - x[i]) <= tol, "bits %d: element %d mean %.6f, x %.6f, tolerance %.6f", bits, i,
                     sum[i] / K, x[i], tol);
@@ -375,8 +433,8 @@ END_TEST
 
 /* A chunk encodes as it would inside the whole vector: with buckets that align with the
  * chunk boundary and the chunk's offset in ctx, the decoded chunks put together equal the
- * whole vector decoded, bit for bit; the same chunk encoded at another offset draws other
- * numbers. */
+ * whole vector decoded, bit for bit, from an even and an odd offset, at both kernel levels;
+ * the same chunk encoded at another offset draws other numbers. */
 START_TEST(qsgd_chunks_encode_as_inside_the_whole_vector)
 {
     enum { N = 3000, CUT = 1200, B = 100 };
@@ -385,16 +443,20 @@ START_TEST(qsgd_chunks_encode_as_inside_the_whole_vector)
     ck_assert(x && whole && parts && msg);
     uint64_t s = 3;
     fill(x, N, &s, KIND_UNIFORM);
-    for (int bits = 1; bits <= 8; bits++) {
+    for (int run = 0; run < 32; run++) {
+        const int bits = 1 + run % 8;
+        const uint64_t at = 500 + (uint64_t)(run / 8 % 2);
+        simd_set_level(run < 16 ? SIMD_SCALAR : SIMD_AVX2);
         double p[TERSE_MAX_PARAMS];
         params(p, bits, B, 1);
-        codec_ctx_t ctx = {0xfeed, 500, 0, 0};
+        codec_ctx_t ctx = {0xfeed, at, 0, 0};
         round_trip(p, &ctx, x, N, whole, msg);
         round_trip(p, &ctx, x, CUT, parts, msg);
-        ctx.offset = 500 + CUT;
+        ctx.offset = at + CUT;
         round_trip(p, &ctx, x + CUT, N - CUT, parts + CUT, msg);
-        REQUIRE(memcmp(whole, parts, N * sizeof *x) == 0, "bits %d: chunked encoding differs", bits);
-        ctx.offset = 500;
+        REQUIRE(memcmp(whole, parts, N * sizeof *x) == 0, "bits %d offset %llu: chunked encoding differs", bits,
+                (unsigned long long)at);
+        ctx.offset = at;
         round_trip(p, &ctx, x + CUT, N - CUT, parts + CUT, msg);
         REQUIRE(memcmp(whole + CUT, parts + CUT, (N - CUT) * sizeof *x) != 0, "bits %d: the offset is ignored", bits);
         /* the seed parameter changes the stream too */
@@ -402,6 +464,7 @@ START_TEST(qsgd_chunks_encode_as_inside_the_whole_vector)
         round_trip(p, &ctx, x, N, parts, msg);
         REQUIRE(memcmp(whole, parts, N * sizeof *x) != 0, "bits %d: the seed is ignored", bits);
     }
+    simd_set_level(simd_cpu_level());
     free(x); free(whole); free(parts); free(msg);
 }
 END_TEST
@@ -506,6 +569,257 @@ START_TEST(qsgd_nonfinite_buckets_travel_as_nan)
 }
 END_TEST
 
+/* ---- Vector kernels --------------------------------------------------------------------- */
+
+/* Encodes x[0..n) at the scalar and at the AVX2 level into a and b; returns the bytes. */
+static size_t encode_both(const double *p, const codec_ctx_t *ctx, const float *x, size_t n, unsigned char *a,
+                          unsigned char *b)
+{
+    simd_set_level(SIMD_SCALAR);
+    const size_t la = codec_qsgd_ops.encode(p, ctx, x, n, a, NULL);
+    simd_set_level(SIMD_AVX2);
+    const size_t lb = codec_qsgd_ops.encode(p, ctx, x, n, b, NULL);
+    ck_assert_uint_eq(la, lb);
+    return la;
+}
+
+static size_t first_diff(const unsigned char *a, const unsigned char *b, size_t n)
+{
+    size_t at = 0;
+    while (at < n && a[at] == b[at]) at++;
+    return at;
+}
+
+START_TEST(qsgd_vector_encode_writes_the_bytes_of_the_scalar_one)
+{
+    static const size_t buckets[] = {1, 2, 3, 7, 31, 32, 33, 64, 100, 511, 512, 1000, 4096};
+    static const size_t sizes[] = {0,   1,   2,   5,   15,  16,   17,   31,   32,   33,   63,  64,
+                                   65,  100, 511, 512, 513, 1025, 2047, 2048, 2049, 4099, 10007};
+    static const uint64_t offsets[] = {0, 1, 12345, ((uint64_t)1 << 33) - 37, ((uint64_t)1 << 33) - 4000};
+    enum { NMAX = 10007, SHIFT = 5 };
+    const size_t n_sizes = sizeof sizes / sizeof sizes[0];
+    float *x = malloc((NMAX + SHIFT) * sizeof *x);
+    unsigned char *a = malloc(want_bytes(NMAX, 8, 1)), *b = malloc(want_bytes(NMAX, 8, 1));
+    ck_assert(x && a && b);
+    uint64_t s = 2024;
+    size_t cases = 0;
+    for (int kind = 0; kind < N_VKINDS; kind++) {
+        fill(x, NMAX + SHIFT, &s, kind);
+        for (int bits = 1; bits <= 8; bits++)
+            for (size_t bi = 0; bi < sizeof buckets / sizeof buckets[0]; bi++)
+                for (int st = 0; st <= 1; st++)
+                    for (size_t oi = 0; oi < sizeof offsets / sizeof offsets[0]; oi++, cases++) {
+                        /* every size, and every start of x modulo 8 floats, comes round */
+                        const size_t n = sizes[cases * 7 % n_sizes], shift = cases % SHIFT;
+                        double p[TERSE_MAX_PARAMS];
+                        params(p, bits, buckets[bi], st);
+                        p[QSGD_SEED] = (double)(cases % 3);
+                        const codec_ctx_t ctx = {next(&s), offsets[oi], 0, 0};
+                        const size_t len = encode_both(p, &ctx, x + shift, n, a, b), at = first_diff(a, b, len);
+                        REQUIRE(at == len, "kind %d bits %d bucket %zu st %d offset %llu n %zu: byte %zu of %zu differs "
+                                "(%02x scalar, %02x avx2)", kind, bits, buckets[bi], st,
+                                (unsigned long long)offsets[oi], n, at, len, a[at], b[at]);
+                    }
+    }
+    simd_set_level(simd_cpu_level());
+    free(x); free(a); free(b);
+}
+END_TEST
+
+/* Messages as any peer may send them (every valid header: ordered finite, equal, NaN NaN,
+ * the widest and subnormal ranges; random levels), decoded into the same random floats. */
+START_TEST(qsgd_vector_decode_adds_the_floats_of_the_scalar_one)
+{
+    static const size_t buckets[] = {1, 3, 8, 63, 64, 65, 512, 1000};
+    static const size_t sizes[] = {0, 1, 7, 8, 9, 63, 64, 65, 200, 511, 512, 513, 3001, 10007};
+    enum { NMAX = 10007 };
+    float *x = malloc(NMAX * sizeof *x), *oa = malloc(NMAX * sizeof *oa), *ob = malloc(NMAX * sizeof *ob);
+    unsigned char *msg = malloc(want_bytes(NMAX, 8, 1));
+    ck_assert(x && oa && ob && msg);
+    uint64_t s = 77;
+    for (int bits = 1; bits <= 8; bits++)
+        for (size_t bi = 0; bi < sizeof buckets / sizeof buckets[0]; bi++)
+            for (size_t ni = 0; ni < sizeof sizes / sizeof sizes[0]; ni++) {
+                const size_t n = sizes[ni], bucket = buckets[bi], nb = (n + bucket - 1) / bucket;
+                const size_t bytes = want_bytes(n, bits, bucket), stream = (n * (size_t)bits + 7) / 8;
+                double p[TERSE_MAX_PARAMS];
+                params(p, bits, bucket, 1);
+                for (size_t k = 0; k < nb; k++) {
+                    float h[2] = {(float)(2.0 * unit(&s) - 1.0), (float)(2.0 * unit(&s) - 1.0)};
+                    switch (next(&s) % 8) {
+                    case 0: h[0] = h[1] = NAN; break;
+                    case 1: h[1] = h[0]; break;
+                    case 2: h[0] = -FLT_MAX; h[1] = FLT_MAX; break;
+                    case 3: h[0] = -(float)(next(&s) % 5) * 0x1.0p-149f; h[1] = (float)(next(&s) % 5) * 0x1.0p-149f; break;
+                    case 4: h[0] = 1000.0f; h[1] = 1000.01f; break;
+                    default:
+                        if (h[0] > h[1]) {
+                            const float t = h[0];
+                            h[0] = h[1];
+                            h[1] = t;
+                        }
+                    }
+                    memcpy(msg + 8 * k, h, 8);
+                }
+                for (size_t k = 0; k < stream; k++) msg[8 * nb + k] = (unsigned char)next(&s);
+                if (n * (size_t)bits % 8) msg[bytes - 1] &= (unsigned char)((1u << (n * (size_t)bits % 8)) - 1);
+                fill(x, n, &s, KIND_UNIFORM);
+                memcpy(oa, x, n * sizeof *x);
+                memcpy(ob, x, n * sizeof *x);
+                /* a buffer of the message's size, so that a sanitizer sees any read past it */
+                unsigned char *exact = malloc(bytes ? bytes : 1);
+                ck_assert(exact);
+                memcpy(exact, msg, bytes);
+                simd_set_level(SIMD_SCALAR);
+                ck_assert_int_eq(codec_qsgd_ops.decode_add(p, exact, bytes, n, oa, NULL), TERSE_OK);
+                simd_set_level(SIMD_AVX2);
+                ck_assert_int_eq(codec_qsgd_ops.decode_add(p, exact, bytes, n, ob, NULL), TERSE_OK);
+                free(exact);
+                size_t at = 0;
+                while (at < n && memcmp(&oa[at], &ob[at], 4) == 0) at++;
+                REQUIRE(at == n, "bits %d bucket %zu n %zu: element %zu is %a scalar, %a avx2", bits, bucket, n, at,
+                        at < n ? oa[at] : 0.0f, at < n ? ob[at] : 0.0f);
+            }
+    simd_set_level(simd_cpu_level());
+    free(x); free(oa); free(ob); free(msg);
+}
+END_TEST
+
+/* Round to nearest in AVX2 evaluates the double formula in float and proves each lane;
+ * values a few ulps around the midpoints between two levels are where the two can differ,
+ * and the lanes it cannot prove must take the double loop. The data is checked to hold such
+ * differences (float alone would get them wrong), so that the comparison means something. */
+START_TEST(qsgd_round_to_nearest_matches_double_next_to_midpoints)
+{
+    enum { N = 4096, B = 512 };
+    float *x = malloc(N * sizeof *x), *out = malloc(N * sizeof *out), *ref = malloc(N * sizeof *ref);
+    unsigned *lev = malloc(N * sizeof *lev);
+    unsigned char *a = malloc(want_bytes(N, 8, B)), *b = malloc(want_bytes(N, 8, B));
+    ck_assert(x && out && ref && lev && a && b);
+    uint64_t s = 5;
+    size_t float_wrong = 0;
+    for (int bits = 1; bits <= 8; bits++) {
+        const unsigned L = (1u << bits) - 1;
+        for (size_t b0 = 0; b0 < N; b0 += B) {
+            const float lo = (float)(-0.1 - unit(&s)), hi = (float)(0.2 + 3.0 * unit(&s));
+            const float S = (float)(L * 65536u) / (hi - lo);
+            x[b0] = lo;
+            x[b0 + 1] = hi;
+            for (size_t j = b0 + 2; j < b0 + B; j++) {
+                const double mid = (double)lo + ((double)(next(&s) % L) + 0.5) * ((double)hi - (double)lo) / L;
+                float v = (float)mid;
+                for (int k = (int)(next(&s) % 13) - 6; k; k += k < 0 ? 1 : -1)
+                    v = nextafterf(v, k < 0 ? -INFINITY : INFINITY);
+                x[j] = v < lo ? lo : v > hi ? hi : v;
+                const unsigned naive = (((unsigned)(int)((x[j] - lo) * S) + 0x8000u) >> 16);
+                float_wrong += (naive > L ? L : naive) != ref_level(x[j], lo, hi, L, 0, 0);
+            }
+        }
+        double p[TERSE_MAX_PARAMS];
+        params(p, bits, B, 0);
+        const size_t len = encode_both(p, NULL, x, N, a, b), at = first_diff(a, b, len);
+        REQUIRE(at == len, "bits %d: byte %zu of %zu differs (%02x scalar, %02x avx2)", bits, at, len, a[at], b[at]);
+        memset(out, 0, N * sizeof *out);
+        ck_assert_int_eq(codec_qsgd_ops.decode_add(p, b, len, N, out, NULL), TERSE_OK);
+        for (size_t b0 = 0; b0 < N; b0 += B) {
+            float lo, hi;
+            ref_bucket(x + b0, B, bits, 0, 0, 0, ref + b0, lev + b0, &lo, &hi);
+        }
+        for (size_t j = 0; j < N; j++) {
+            const float want = 0.0f + ref[j]; /* decode adds into +0 */
+            REQUIRE(memcmp(&out[j], &want, 4) == 0, "bits %d: element %zu (%a) decodes to %a, reference %a", bits, j,
+                    x[j], out[j], want);
+        }
+    }
+    ck_assert_msg(float_wrong > 0, "no element where float alone rounds otherwise: the test proves nothing");
+    simd_set_level(simd_cpu_level());
+    free(x); free(out); free(ref); free(lev); free(a); free(b);
+}
+END_TEST
+
+/* The header holds the scan's first of equal extremes: with +0 and -0 both the minimum
+ * (or both the maximum), the one that comes first, at both levels. */
+START_TEST(qsgd_header_keeps_the_first_of_two_zeros)
+{
+    enum { N = 40 };
+    float x[N];
+    unsigned char a[8 + N], b[8 + N];
+    double p[TERSE_MAX_PARAMS];
+    params(p, 8, N, 1);
+    for (int order = 0; order < 2; order++)
+        for (int side = 0; side < 2; side++) { /* the zeros are the minimum, or the maximum */
+            const float first = order ? -0.0f : 0.0f, second = order ? 0.0f : -0.0f;
+            for (int i = 0; i < N; i++) x[i] = side ? -1.0f - (float)i : 1.0f + (float)i;
+            x[5] = first;
+            x[23] = second;
+            const size_t len = encode_both(p, NULL, x, N, a, b);
+            REQUIRE(first_diff(a, b, len) == len, "order %d side %d: the kernels differ", order, side);
+            REQUIRE(memcmp(a + 4 * side, &first, 4) == 0 && memcmp(b + 4 * side, &first, 4) == 0,
+                    "order %d side %d: the header does not hold the first zero", order, side);
+        }
+    simd_set_level(simd_cpu_level());
+}
+END_TEST
+
+/* The draws follow rng_bits16(key, offset + j) across a block of 2^33, where the block key
+ * changes, from an even and an odd offset, at both levels. */
+START_TEST(qsgd_draws_follow_the_stream_across_a_block_boundary)
+{
+    enum { N = 1000, B = 64 };
+    float x[N], out[N], ref[N];
+    unsigned lev[N];
+    unsigned char msg[8 * ((N + B - 1) / B) + N];
+    uint64_t s = 9;
+    fill(x, N, &s, KIND_UNIFORM);
+    for (int run = 0; run < 8; run++) {
+        const int bits = run & 1 ? 8 : 4;
+        simd_set_level(run & 2 ? SIMD_AVX2 : SIMD_SCALAR);
+        double p[TERSE_MAX_PARAMS];
+        params(p, bits, B, 1);
+        const codec_ctx_t ctx = {0xb10c, ((uint64_t)1 << 33) - 300 - (uint64_t)(run >> 2), 0, 0};
+        round_trip(p, &ctx, x, N, out, msg);
+        for (size_t b0 = 0; b0 < N; b0 += B) {
+            float lo, hi;
+            const size_t m = N - b0 < B ? N - b0 : B;
+            ref_bucket(x + b0, m, bits, 1, ref_key(ctx.key, 0), ctx.offset + b0, ref + b0, lev + b0, &lo, &hi);
+        }
+        for (size_t j = 0; j < N; j++) {
+            const float want = 0.0f + ref[j]; /* decode adds into +0 */
+            REQUIRE(memcmp(&out[j], &want, 4) == 0, "run %d: element %zu decodes to %a, reference %a", run, j, out[j],
+                    want);
+        }
+    }
+    simd_set_level(simd_cpu_level());
+}
+END_TEST
+
+/* The 16-bit draws are uniform and consecutive ones uncorrelated: the counts of their top
+ * 4 bits pass a chi-square test, and the correlation of draw i with draw i + 1 (the two
+ * halves of one hash, or the ends of two) is within 5 standard errors of 0. A hash that
+ * fails to mix, or halves that follow each other, fail one of the two. */
+START_TEST(qsgd_draws_are_uniform_and_uncorrelated)
+{
+    enum { N = 1 << 20 };
+    double count[16] = {0}, sum = 0, sum2 = 0, cross = 0;
+    uint32_t prev = rng_bits16(0x5eed, 0);
+    for (uint64_t i = 0; i < N; i++) {
+        const uint32_t v = rng_bits16(0x5eed, i);
+        count[v >> 12] += 1;
+        const double d = (double)v - 32767.5;
+        sum += d;
+        sum2 += d * d;
+        if (i) cross += ((double)prev - 32767.5) * d;
+        prev = v;
+    }
+    double chi2 = 0;
+    for (int k = 0; k < 16; k++) chi2 += (count[k] - N / 16.0) * (count[k] - N / 16.0) / (N / 16.0);
+    ck_assert_msg(chi2 < 45.0, "chi-square %.1f over 15 degrees of freedom", chi2); /* p about 1e-4 */
+    const double rho = cross / sum2;
+    ck_assert_msg(fabs(rho) < 5.0 / sqrt((double)N), "lag-1 correlation %.5f", rho);
+    ck_assert_msg(fabs(sum / N) < 5.0 * 18918.6 / sqrt((double)N), "mean off by %.1f", sum / N);
+}
+END_TEST
+
 START_TEST(qsgd_registry_row_and_defaults)
 {
     const method_def_t *m = codec_find("qsgd");
@@ -540,6 +854,12 @@ int main(void)
     tcase_add_test(t, qsgd_chunks_encode_as_inside_the_whole_vector);
     tcase_add_test(t, qsgd_decode_rejects_malformed_messages_and_leaves_out_untouched);
     tcase_add_test(t, qsgd_nonfinite_buckets_travel_as_nan);
+    tcase_add_test(t, qsgd_vector_encode_writes_the_bytes_of_the_scalar_one);
+    tcase_add_test(t, qsgd_vector_decode_adds_the_floats_of_the_scalar_one);
+    tcase_add_test(t, qsgd_round_to_nearest_matches_double_next_to_midpoints);
+    tcase_add_test(t, qsgd_header_keeps_the_first_of_two_zeros);
+    tcase_add_test(t, qsgd_draws_follow_the_stream_across_a_block_boundary);
+    tcase_add_test(t, qsgd_draws_are_uniform_and_uncorrelated);
     tcase_add_test(t, qsgd_registry_row_and_defaults);
     suite_add_tcase(s, t);
     SRunner *sr = srunner_create(s);
