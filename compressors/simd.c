@@ -5,6 +5,10 @@
 
 #include "simd.h"
 
+#if SIMD_X86
+#include <cpuid.h>
+#endif
+
 /* -1: not decided yet; otherwise a simd_level_t. Every thread that decides computes the
  * same value, so a race at the first call is harmless. */
 static int current = -1;
@@ -12,10 +16,12 @@ static int current = -1;
 simd_level_t simd_cpu_level(void)
 {
 #if SIMD_X86
+    /* the builtin checks that the OS saves the AVX registers too; F16C has no builtin name
+     * in every compiler (clang 14), so its CPUID bit is read directly */
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
-        return SIMD_AVX2;
+    unsigned a, b, c, d;
+    const int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) return SIMD_AVX2;
 #endif
     return SIMD_SCALAR;
 }
