@@ -16,11 +16,7 @@
 #include "dgc.h"
 #include "rng.h"
 #include "simd.h"
-#include "topk.h"
-
-#if SIMD_X86
-#include <immintrin.h>
-#endif
+#include "topk.h" /* and immintrin.h on x86 */
 
 static const char *const dgc_schedules[] = {"paper", "geometric", NULL};
 
@@ -109,6 +105,20 @@ size_t dgc_scratch_bytes(size_t count)
 
 #define COLLECT_BLOCK 32
 
+/* The entries of v[i..n) at or above thr, appended to ci/cv after the c already there; the
+ * new count. The tail after the whole blocks, in both kernels. */
+static size_t collect_rest(const float *restrict v, size_t i, size_t n, float thr,
+                           uint32_t *restrict ci, float *restrict cv, size_t c)
+{
+    for (; i < n; i++)
+        if (fabsf(v[i]) >= thr) {
+            ci[c] = (uint32_t)i;
+            cv[c] = v[i];
+            c++;
+        }
+    return c;
+}
+
 static size_t collect_at_least_scalar(const float *restrict v, size_t n, float thr,
                                       uint32_t *restrict ci, float *restrict cv)
 {
@@ -124,13 +134,7 @@ static size_t collect_at_least_scalar(const float *restrict v, size_t n, float t
             c += fabsf(v[j]) >= thr;
         }
     }
-    for (; i < n; i++)
-        if (fabsf(v[i]) >= thr) {
-            ci[c] = (uint32_t)i;
-            cv[c] = v[i];
-            c++;
-        }
-    return c;
+    return collect_rest(v, i, n, thr, ci, cv, c);
 }
 
 #if SIMD_X86
@@ -139,7 +143,6 @@ SIMD_AVX2_FN static size_t collect_at_least_avx2(const float *restrict v, size_t
 {
     const __m256 mag = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const __m256 t = _mm256_set1_ps(thr);
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     size_t c = 0, i = 0;
     for (; i + COLLECT_BLOCK <= n; i += COLLECT_BLOCK) {
         uint32_t hit[COLLECT_BLOCK / 8], any = 0;
@@ -152,22 +155,10 @@ SIMD_AVX2_FN static size_t collect_at_least_avx2(const float *restrict v, size_t
         /* 8 lanes stored at c, c <= i + 8 q: within the n entries */
         for (int q = 0; q < COLLECT_BLOCK / 8; q++) {
             const size_t at = i + 8 * (size_t)q;
-            const __m256i order =
-                _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)topk_lane_order[hit[q]]));
-            const __m256i index =
-                _mm256_add_epi32(_mm256_set1_epi32((int32_t)(uint32_t)at), lanes);
-            _mm256_storeu_si256((__m256i *)(ci + c), _mm256_permutevar8x32_epi32(index, order));
-            _mm256_storeu_ps(cv + c, _mm256_permutevar8x32_ps(_mm256_loadu_ps(v + at), order));
-            c += (size_t)__builtin_popcount(hit[q]);
+            c += topk_compact8_avx2(v, at, hit[q], ci + c, cv + c);
         }
     }
-    for (; i < n; i++)
-        if (fabsf(v[i]) >= thr) {
-            ci[c] = (uint32_t)i;
-            cv[c] = v[i];
-            c++;
-        }
-    return c;
+    return collect_rest(v, i, n, thr, ci, cv, c);
 }
 #endif
 

@@ -46,22 +46,26 @@ static void pack_scalar(const float *restrict x, size_t n, unsigned char *restri
 }
 
 #if SIMD_X86
-/* 32 signs per step: four compares x >= 0 (ordered: a NaN gives 0, as in C) whose
- * movemasks are the four bytes, lowest element in the lowest bit. */
+/* The signs of x[0..8) as the bits of one byte: x >= 0 (ordered compare: a NaN gives 0, as
+ * in C), lowest element in the lowest bit. */
+SIMD_AVX2_FN static inline uint32_t signs8_avx2(__m256 x)
+{
+    return (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ));
+}
+
+static inline void store_signs32(unsigned char *bits, uint32_t w)
+{
+    for (int b = 0; b < 4; b++) bits[b] = (unsigned char)(w >> (8 * b));
+}
+
+/* 32 signs per step: four compares whose movemasks are the four bytes. */
 SIMD_AVX2_FN static size_t pack_avx2(const float *restrict x, size_t n, unsigned char *restrict bits)
 {
-    const __m256 zero = _mm256_setzero_ps();
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        const uint32_t m0 = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), zero, _CMP_GE_OQ));
-        const uint32_t m1 = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i + 8), zero, _CMP_GE_OQ));
-        const uint32_t m2 = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i + 16), zero, _CMP_GE_OQ));
-        const uint32_t m3 = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i + 24), zero, _CMP_GE_OQ));
-        const uint32_t w = m0 | m1 << 8 | m2 << 16 | m3 << 24;
-        bits[i / 8] = (unsigned char)w;
-        bits[i / 8 + 1] = (unsigned char)(w >> 8);
-        bits[i / 8 + 2] = (unsigned char)(w >> 16);
-        bits[i / 8 + 3] = (unsigned char)(w >> 24);
+        uint32_t w = 0;
+        for (int g = 0; g < 4; g++) w |= signs8_avx2(_mm256_loadu_ps(x + i + 8 * g)) << (8 * g);
+        store_signs32(bits + i / 8, w);
     }
     return i;
 }
@@ -168,7 +172,6 @@ SIMD_AVX2_FN static size_t norm_avx2(int scale, const float *restrict x, size_t 
 {
     __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
     const __m256d abs = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffffll));
-    const __m256 zero = _mm256_setzero_ps();
     const int l2 = scale == ONEBIT_SCALE_L2;
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
@@ -184,14 +187,9 @@ SIMD_AVX2_FN static size_t norm_avx2(int scale, const float *restrict x, size_t 
                 lo = _mm256_add_pd(lo, _mm256_and_pd(a, abs));
                 hi = _mm256_add_pd(hi, _mm256_and_pd(b, abs));
             }
-            w |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GE_OQ)) << (8 * g);
+            w |= signs8_avx2(v) << (8 * g);
         }
-        if (bits) {
-            bits[i / 8] = (unsigned char)w;
-            bits[i / 8 + 1] = (unsigned char)(w >> 8);
-            bits[i / 8 + 2] = (unsigned char)(w >> 16);
-            bits[i / 8 + 3] = (unsigned char)(w >> 24);
-        }
+        if (bits) store_signs32(bits + i / 8, w);
     }
     double t[8];
     _mm256_storeu_pd(t, lo);

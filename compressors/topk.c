@@ -24,11 +24,7 @@
 #include "codec.h"
 #include "rng.h"
 #include "simd.h"
-#include "topk.h"
-
-#if SIMD_X86
-#include <immintrin.h>
-#endif
+#include "topk.h" /* and immintrin.h on x86 */
 
 enum { P_DENSITY, P_K };
 
@@ -239,7 +235,6 @@ SIMD_AVX2_FN static size_t collect_avx2(const float *restrict v, size_t n, uint3
 {
     const __m256i mag = _mm256_set1_epi32(0x7fffffff);
     const __m256i below = _mm256_set1_epi32((int32_t)t - 1);
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     size_t c = 0, i = 0;
     for (; i + COLLECT_BLOCK <= n; i += COLLECT_BLOCK) {
         uint32_t hit[COLLECT_BLOCK / 8], any = 0;
@@ -258,13 +253,7 @@ SIMD_AVX2_FN static size_t collect_avx2(const float *restrict v, size_t n, uint3
                         return SIZE_MAX;
                 continue;
             }
-            const __m256i order =
-                _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)topk_lane_order[hit[q]]));
-            const __m256i index =
-                _mm256_add_epi32(_mm256_set1_epi32((int32_t)(uint32_t)at), lanes);
-            _mm256_storeu_si256((__m256i *)(ci + c), _mm256_permutevar8x32_epi32(index, order));
-            _mm256_storeu_ps(cv + c, _mm256_permutevar8x32_ps(_mm256_loadu_ps(v + at), order));
-            c += (size_t)__builtin_popcount(hit[q]);
+            c += topk_compact8_avx2(v, at, hit[q], ci + c, cv + c);
         }
     }
     for (; i < n; i++)

@@ -7,6 +7,11 @@
 
 #include "codec.h"
 #include "error.h"
+#include "simd.h"
+
+#if SIMD_X86
+#include <immintrin.h>
+#endif
 
 #define TOPK_N_PARAMS 2
 /* The density of a topk codec given neither density nor k. */
@@ -41,10 +46,26 @@ size_t topk_select_above(const float *restrict v, size_t n, size_t k, uint32_t t
                          uint32_t *restrict idx, float *restrict val, void *restrict scratch,
                          size_t scratch_bytes);
 
+#if SIMD_X86
 /* The lanes whose bit is set in m, lowest first, one byte each: what
- * _mm256_permutevar8x32 needs to compact the lanes of a movemask m to the front. Built for
- * x86 only. */
+ * _mm256_permutevar8x32 needs to compact the lanes of a movemask m to the front. */
 extern const uint64_t topk_lane_order[256];
+
+/* Compacts the entries of v[at .. at + 8) whose bit is set in `hit` (a movemask), lowest
+ * first, into idx (their indices) and val (their values), with one 8-wide store each: idx
+ * and val need room for 8. Returns how many were kept. The candidate passes of topk and
+ * dgc share it. */
+SIMD_AVX2_FN static inline size_t topk_compact8_avx2(const float *restrict v, size_t at, uint32_t hit,
+                                                     uint32_t *restrict idx, float *restrict val)
+{
+    const __m256i order = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)topk_lane_order[hit]));
+    const __m256i index = _mm256_add_epi32(_mm256_set1_epi32((int32_t)(uint32_t)at),
+                                           _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    _mm256_storeu_si256((__m256i *)idx, _mm256_permutevar8x32_epi32(index, order));
+    _mm256_storeu_ps(val, _mm256_permutevar8x32_ps(_mm256_loadu_ps(v + at), order));
+    return (size_t)__builtin_popcount(hit);
+}
+#endif
 
 /* Validates a sparse message (uint32 k | uint32 idx[k] | float val[k], indices strictly
  * increasing and < count) and adds it to out; TERSE_ERR_MISMATCH if malformed. */

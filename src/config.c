@@ -276,10 +276,11 @@ static terse_status_t parse_auto(const char *value, terse_config_t *cfg)
         if (!trim_copy(s, e, item, sizeof item))
             return terse_error(TERSE_ERR_ARG, "compressor auto: parameter text too long in '%s'", value);
         const char *eq = strchr(item, '=');
-        if (eq && trim_copy(item, eq, name, sizeof name) && strcmp(name, "with") == 0) {
+        if (!eq || !trim_copy(item, eq, name, sizeof name)) name[0] = '\0'; /* the codec's to judge */
+        if (strcmp(name, "with") == 0) {
             if (!trim_copy(eq + 1, eq + strlen(eq), with, sizeof with))
                 return terse_error(TERSE_ERR_ARG, "compressor auto: '%s' is too long", item);
-        } else if (eq && trim_copy(item, eq, name, sizeof name) && strcmp(name, "trials") == 0) {
+        } else if (strcmp(name, "trials") == 0) {
             TERSE_CHECK(parse_integer("compressor auto: trials", eq + 1, 1, 64, &trials));
         } else {
             int n = snprintf(rest + used, sizeof rest - used, "%s%s", used ? "," : "", item);

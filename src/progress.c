@@ -91,13 +91,14 @@ static void progress_free(progress_t *p)
     free(p);
 }
 
-static terse_status_t progress_create(terse_comm_t *c)
+static terse_status_t progress_create(terse_comm_t *c, terse_status_t (*allreduce)(terse_comm_t *, int, float *))
 {
     progress_t *p = calloc(1, sizeof *p);
     if (!p) return terse_error(TERSE_ERR_NOMEM, "terse_iallreduce: out of memory for the progress thread");
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work, NULL);
     pthread_cond_init(&p->finished, NULL);
+    p->allreduce = allreduce;
     c->progress = p;
     return TERSE_OK;
 }
@@ -127,38 +128,35 @@ terse_status_t progress_start(terse_comm_t *c, int layer, float *buf,
                               terse_status_t (*allreduce)(terse_comm_t *, int, float *),
                               terse_request_t **req)
 {
-    if (!c->progress) TERSE_CHECK(progress_create(c));
+    if (!c->progress) TERSE_CHECK(progress_create(c, allreduce));
     progress_t *p = c->progress;
-    p->allreduce = allreduce;
     terse_request_t *r = request_take(p);
     if (!r) return terse_error(TERSE_ERR_NOMEM, "terse_iallreduce: out of memory for a request");
     r->comm = c;
     r->layer = layer;
     r->buf = buf;
 
-    if (!thread_level_allows_progress()) {
+    const int inline_call = !thread_level_allows_progress();
+    if (inline_call) {
         /* only this thread may call MPI: run the call now, no overlap */
         run_one(p, r);
         r->done = 1;
-    } else {
-        pthread_mutex_lock(&p->mu);
-        if (!p->running) {
-            if (pthread_create(&p->thread, NULL, progress_main, p) != 0) {
-                r->next = p->free_list;
-                p->free_list = r;
-                r->magic = 0;
-                pthread_mutex_unlock(&p->mu);
-                return terse_error(TERSE_ERR_BACKEND, "terse_iallreduce: cannot start the progress thread");
-            }
-            p->running = 1;
+    }
+    pthread_mutex_lock(&p->mu);
+    if (!inline_call) {
+        if (!p->running && pthread_create(&p->thread, NULL, progress_main, p) != 0) {
+            r->magic = 0;
+            r->next = p->free_list;
+            p->free_list = r;
+            pthread_mutex_unlock(&p->mu);
+            return terse_error(TERSE_ERR_BACKEND, "terse_iallreduce: cannot start the progress thread");
         }
+        p->running = 1;
         if (p->tail) p->tail->next = r;
         else p->head = r;
         p->tail = r;
         pthread_cond_signal(&p->work);
-        pthread_mutex_unlock(&p->mu);
     }
-    pthread_mutex_lock(&p->mu);
     p->outstanding++;
     pthread_mutex_unlock(&p->mu);
     *req = r;

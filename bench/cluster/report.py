@@ -92,35 +92,44 @@ def mib(b):
     return f"{b / 2**20:g} MiB"
 
 
+def save_figure(draw, ylabel, title, path):
+    """One log-log figure against the gradient size: draw(ax) adds the curves."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    draw(ax)
+    ax.set(xscale="log", yscale="log", xlabel="gradient size (MiB of float32)", ylabel=ylabel, title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot(runs, rates, img):
     os.makedirs(img, exist_ok=True)
     for rate in rates:
         sweeps = {name: pairs for (r, kind, name), pairs in runs.items() if r == rate and kind == "sweep" and pairs}
         if not sweeps:
             continue
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        first = next(iter(sweeps.values()))
-        ax.plot([d["size"] / 2**20 for d, _ in first], [d["time_us"] / 1e3 for d, _ in first], "k--", label="dense (MPI_Allreduce)")
-        for name, pairs in sorted(sweeps.items()):
-            ax.plot([r["size"] / 2**20 for _, r in pairs], [r["time_us"] / 1e3 for _, r in pairs], "o-", ms=3, label=name)
-        ax.set(xscale="log", yscale="log", xlabel="gradient size (MiB of float32)", ylabel="time per call (ms)",
-               title=f"4 simulated hosts at {rate}: time per allreduce")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(img, f"perf-time-{rate}.png"), dpi=110)
-        plt.close(fig)
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for name, pairs in sorted(sweeps.items()):
-            ax.plot([r["size"] / 2**20 for _, r in pairs], [d["time_us"] / r["time_us"] for d, r in pairs], "o-", ms=3, label=name)
-        ax.axhline(1.0, color="k", ls="--", lw=1)
-        ax.set(xscale="log", yscale="log", xlabel="gradient size (MiB of float32)", ylabel="speedup over dense (x)",
-               title=f"4 simulated hosts at {rate}: dense time / compressed time, same run")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(img, f"perf-speedup-{rate}.png"), dpi=110)
-        plt.close(fig)
+
+        def times(ax):
+            first = next(iter(sweeps.values()))
+            ax.plot([d["size"] / 2**20 for d, _ in first], [d["time_us"] / 1e3 for d, _ in first], "k--",
+                    label="dense (MPI_Allreduce)")
+            for name, pairs in sorted(sweeps.items()):
+                ax.plot([r["size"] / 2**20 for _, r in pairs], [r["time_us"] / 1e3 for _, r in pairs], "o-", ms=3,
+                        label=name)
+
+        def speedups(ax):
+            for name, pairs in sorted(sweeps.items()):
+                ax.plot([r["size"] / 2**20 for _, r in pairs], [d["time_us"] / r["time_us"] for d, r in pairs], "o-",
+                        ms=3, label=name)
+            ax.axhline(1.0, color="k", ls="--", lw=1)
+
+        save_figure(times, "time per call (ms)", f"4 simulated hosts at {rate}: time per allreduce",
+                    os.path.join(img, f"perf-time-{rate}.png"))
+        save_figure(speedups, "speedup over dense (x)",
+                    f"4 simulated hosts at {rate}: dense time / compressed time, same run",
+                    os.path.join(img, f"perf-speedup-{rate}.png"))
 
 
 def tables(runs, rates):
