@@ -50,10 +50,27 @@ static inline void transport_set_nodes(transport_t *t, const int *node_of)
     for (int r = 0; node_of && r < t->size; r++) t->remote_peers += node_of[r] != node_of[t->rank];
 }
 
+/* Counts a collective in which this rank hands `bytes` to every other rank (an allgather's
+ * block, a broadcast from this rank). */
+static inline void transport_count_to_all(transport_t *t, size_t bytes)
+{
+    t->sent_bytes += (uint64_t)bytes * (uint64_t)(t->size - 1);
+    t->sent_inter_bytes += (uint64_t)bytes * (uint64_t)t->remote_peers;
+}
+
 /* Whether rank r is on another node than this rank. */
 static inline int transport_is_remote(const transport_t *t, int r)
 {
     return t->node_of && t->node_of[r] != t->node_of[t->rank];
+}
+
+/* Counts an alltoallv that sends scounts[r] bytes to each rank r. */
+static inline void transport_count_alltoallv(transport_t *t, const size_t *scounts)
+{
+    for (int r = 0; r < t->size; r++) {
+        if (r != t->rank) t->sent_bytes += scounts[r];
+        if (transport_is_remote(t, r)) t->sent_inter_bytes += scounts[r];
+    }
 }
 
 #endif

@@ -39,8 +39,7 @@ static terse_status_t mpi_allgather(transport_t *t, const void *send, size_t byt
         return terse_error(TERSE_ERR_UNSUPPORTED, "allgather of %zu bytes exceeds MPI's int count", bytes);
     int rc = MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, m->comm);
     if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Allgather");
-    t->sent_bytes += (uint64_t)bytes * (uint64_t)(t->size - 1);
-    t->sent_inter_bytes += (uint64_t)bytes * (uint64_t)t->remote_peers;
+    transport_count_to_all(t, bytes);
     return TERSE_OK;
 }
 
@@ -54,8 +53,7 @@ static terse_status_t mpi_allgatherv(transport_t *t, const void *send, void *rec
     const void *sb = send ? send : MPI_IN_PLACE;
     int rc = MPI_Allgatherv(sb, c[t->rank], MPI_BYTE, recv, c, d, MPI_BYTE, m->comm);
     if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Allgatherv");
-    t->sent_bytes += (uint64_t)counts[t->rank] * (uint64_t)(t->size - 1);
-    t->sent_inter_bytes += (uint64_t)counts[t->rank] * (uint64_t)t->remote_peers;
+    transport_count_to_all(t, counts[t->rank]);
     return TERSE_OK;
 }
 
@@ -72,10 +70,7 @@ static terse_status_t mpi_alltoallv(transport_t *t, const void *send, const size
     TERSE_CHECK(to_ints(t, rdispls, rd));
     int rc = MPI_Alltoallv(send, sc, sd, MPI_BYTE, recv, rc_, rd, MPI_BYTE, m->comm);
     if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Alltoallv");
-    for (int r = 0; r < n; r++) {
-        if (r != t->rank) t->sent_bytes += scounts[r];
-        if (transport_is_remote(t, r)) t->sent_inter_bytes += scounts[r];
-    }
+    transport_count_alltoallv(t, scounts);
     return TERSE_OK;
 }
 
@@ -86,10 +81,7 @@ static terse_status_t mpi_bcast(transport_t *t, void *buf, size_t bytes, int roo
         return terse_error(TERSE_ERR_UNSUPPORTED, "broadcast of %zu bytes exceeds MPI's int count", bytes);
     int rc = MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, m->comm);
     if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Bcast");
-    if (t->rank == root) {
-        t->sent_bytes += (uint64_t)bytes * (uint64_t)(t->size - 1);
-        t->sent_inter_bytes += (uint64_t)bytes * (uint64_t)t->remote_peers;
-    }
+    if (t->rank == root) transport_count_to_all(t, bytes);
     return TERSE_OK;
 }
 

@@ -140,8 +140,20 @@ TERSE_API terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size
  * unchanged), TERSE_ERR_BACKEND. */
 TERSE_API terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf);
 
-/* terse_allreduce on n layers, in the order given (the same order on every rank). Stops at
- * the first error and returns it. */
+/* terse_allreduce on n layers (bufs[i] holds layer layers[i]), with the same list on every
+ * rank. Runs of small layers are fused: consecutive layers whose gradients total at most
+ * the communicator's fuse= bytes (default 16 MiB; fuse=0: none) make one exchange whose
+ * messages carry every layer of the run, so a bucket of many layers costs the round trips
+ * of one. Each layer's result, state and statistics are bit for bit those of
+ * terse_allreduce on it alone (only the times differ: a fused layer's compress, comm and
+ * decompress times overlap its bucket's). Not fused: a layer listed twice (the second
+ * starts a new bucket), a compressor=auto layer still timing its trials, and every layer
+ * under the hierarchical protocol.
+ * Every argument is checked before anything runs: an unknown id or a NULL buffer is
+ * TERSE_ERR_ARG and no layer changes. An error of the exchange itself (a mismatch, a
+ * non-finite gradient) fails that layer on every rank and is returned (the first such layer
+ * in list order, its message naming it); the other layers of its bucket complete, and later
+ * buckets do not run. */
 TERSE_API terse_status_t terse_allreduce_many(terse_comm_t *c, int n, const int *layers,
                                               float *const *bufs);
 

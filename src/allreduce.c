@@ -53,11 +53,10 @@ static const char *header_field_name(int w)
 
 /* Compares every rank's header with this rank's; all ranks see the same table, so all
  * reach the same verdict. */
-static terse_status_t headers_agree(const terse_comm_t *c, const uint64_t *mine)
+static terse_status_t headers_agree(const uint64_t *headers, int n, const uint64_t *mine)
 {
-    int n = c->tp.size;
     for (int r = 0; r < n; r++) {
-        const uint64_t *h = c->headers + (size_t)r * HDR_WORDS;
+        const uint64_t *h = headers + (size_t)r * HDR_WORDS;
         for (int w = HDR_MAGIC; w < HDR_WIRE; w++) {
             uint64_t a = h[w], b = mine[w];
             if (w == HDR_FLAGS) {
@@ -66,9 +65,9 @@ static terse_status_t headers_agree(const terse_comm_t *c, const uint64_t *mine)
             }
             if (a == b) continue;
             /* report against rank 0's view so every rank prints the same sentence */
-            const uint64_t *h0 = c->headers;
+            const uint64_t *h0 = headers;
             for (int q = 1; q < n; q++) {
-                const uint64_t *hq = c->headers + (size_t)q * HDR_WORDS;
+                const uint64_t *hq = headers + (size_t)q * HDR_WORDS;
                 uint64_t x = h0[w], y = hq[w];
                 if (w == HDR_FLAGS) { x &= HDR_FLAGS_AGREED; y &= HDR_FLAGS_AGREED; }
                 if (x != y)
@@ -113,11 +112,10 @@ static uint64_t call_fingerprint(layer_t *l)
     return l->fingerprint ^ bits;
 }
 
-terse_status_t engine_agree(terse_comm_t *c, int layer, float *buf, uint64_t flags, uint64_t wire,
-                            int *skip)
+terse_status_t engine_agree(terse_comm_t *c, transport_t *tp, uint64_t *headers, int layer, float *buf,
+                            uint64_t flags, uint64_t wire, int *skip)
 {
     layer_t *l = &c->layers[layer];
-    transport_t *tp = &c->tp;
     *skip = 0;
     uint64_t hdr[HDR_WORDS];
     hdr[HDR_MAGIC] = HEADER_MAGIC;
@@ -128,10 +126,10 @@ terse_status_t engine_agree(terse_comm_t *c, int layer, float *buf, uint64_t fla
     hdr[HDR_PLAN] = c->lg.version;
     hdr[HDR_FLAGS] = flags | (uint64_t)l->cfg.nonfinite << HDR_NONFINITE_MODE_SHIFT;
     hdr[HDR_WIRE] = wire;
-    TERSE_CHECK(tp->ops->allgather(tp, hdr, sizeof hdr, c->headers));
-    TERSE_CHECK(headers_agree(c, hdr));
+    TERSE_CHECK(tp->ops->allgather(tp, hdr, sizeof hdr, headers));
+    TERSE_CHECK(headers_agree(headers, tp->size, hdr));
     for (int r = 0; r < tp->size; r++) {
-        if (!(c->headers[(size_t)r * HDR_WORDS + HDR_FLAGS] & HDR_FLAG_NONFINITE)) continue;
+        if (!(headers[(size_t)r * HDR_WORDS + HDR_FLAGS] & HDR_FLAG_NONFINITE)) continue;
         if (l->cfg.nonfinite == CONFIG_NONFINITE_SKIP) {
             memset(buf, 0, l->count * sizeof *buf);
             l->skipped++;
@@ -221,12 +219,10 @@ void engine_record(layer_t *l, size_t wire, uint64_t sent, uint64_t inter, const
     l->last.decompress_us = t[3] - t[2];
 }
 
-/* The flat protocol: every rank takes part in the compressed exchange. */
-static terse_status_t flat_allreduce(terse_comm_t *c, int layer, float *buf)
+terse_status_t engine_flat(terse_comm_t *c, int layer, float *buf, transport_t *tp, uint64_t *headers)
 {
     layer_t *l = &c->layers[layer];
     const size_t n = l->count;
-    transport_t *tp = &c->tp;
     const uint64_t sent0 = tp->sent_bytes, inter0 = tp->sent_inter_bytes;
     double t[4];
     t[0] = engine_now_us();
@@ -239,11 +235,11 @@ static terse_status_t flat_allreduce(terse_comm_t *c, int layer, float *buf)
 
     int skip;
     uint64_t flags = (nonfinite ? HDR_FLAG_NONFINITE : 0) | (side.uncompressed ? HDR_FLAG_UNCOMPRESSED : 0);
-    TERSE_CHECK(engine_agree(c, layer, buf, flags, side.call.wire_bytes, &skip));
+    TERSE_CHECK(engine_agree(c, tp, headers, layer, buf, flags, side.call.wire_bytes, &skip));
     if (skip) return TERSE_OK;
     /* the peers' announced sizes, gathered into one column for the protocol */
-    uint64_t *peer = c->headers; /* reuse: header rows are no longer needed */
-    for (int r = 0; r < tp->size; r++) peer[r] = c->headers[(size_t)r * HDR_WORDS + HDR_WIRE];
+    uint64_t *peer = headers; /* reuse: header rows are no longer needed */
+    for (int r = 0; r < tp->size; r++) peer[r] = headers[(size_t)r * HDR_WORDS + HDR_WIRE];
     side.call.peer_bytes = peer;
     TERSE_CHECK(engine_exchange_decode(side.proto, &side.call, &t[2]));
     engine_finish(&side, c, layer, buf);
@@ -260,7 +256,7 @@ static terse_status_t allreduce_one(terse_comm_t *c, int layer, float *buf)
         return terse_error(TERSE_ERR_ARG, "terse_allreduce: buf is NULL for layer %d of %zu elements",
                            layer, l->count);
     TERSE_CHECK(lgreco_maybe_decide(c));
-    TERSE_CHECK(c->hier.on ? hier_allreduce(c, layer, buf) : flat_allreduce(c, layer, buf));
+    TERSE_CHECK(c->hier.on ? hier_allreduce(c, layer, buf) : engine_flat(c, layer, buf, &c->tp, c->headers));
     return auto_maybe_decide(c, l);
 }
 
@@ -297,14 +293,23 @@ terse_status_t terse_test(terse_request_t *req, int *done)
     return progress_test(req, done);
 }
 
+/* Checks every argument first, so that a bad one starts nothing; then runs the layers in
+ * buckets: runs of small layers fused into one exchange (src/fuse.c), the others alone. */
 static terse_status_t allreduce_many(terse_comm_t *c, int n, const int *layers, float *const *bufs)
 {
     if (n < 0) return terse_error(TERSE_ERR_ARG, "terse_allreduce_many: n = %d is negative", n);
     if (n > 0 && (!layers || !bufs))
         return terse_error(TERSE_ERR_ARG, "terse_allreduce_many: layers or bufs is NULL");
     for (int i = 0; i < n; i++) {
-        terse_status_t s = allreduce_one(c, layers[i], bufs[i]);
-        if (s != TERSE_OK) return s;
+        TERSE_CHECK(check_layer(c, layers[i], "terse_allreduce_many"));
+        if (!bufs[i] && c->layers[layers[i]].count > 0)
+            return terse_error(TERSE_ERR_ARG, "terse_allreduce_many: bufs[%d] is NULL for layer %d of %zu elements",
+                               i, layers[i], c->layers[layers[i]].count);
+    }
+    for (int i = 0; i < n;) {
+        const int k = fuse_bucket(c, n - i, layers + i);
+        TERSE_CHECK(k > 1 ? fuse_run(c, k, layers + i, bufs + i) : allreduce_one(c, layers[i], bufs[i]));
+        i += k;
     }
     return TERSE_OK;
 }

@@ -77,7 +77,7 @@ terse_status_t hier_allreduce(terse_comm_t *c, int layer, float *buf)
 
     int nonfinite = l->cfg.nonfinite != CONFIG_NONFINITE_PASS && n > 0 && par_has_nonfinite(c->pool, buf, n);
     int skip;
-    TERSE_CHECK(engine_agree(c, layer, buf, nonfinite ? HDR_FLAG_NONFINITE : 0, 0, &skip));
+    TERSE_CHECK(engine_agree(c, &c->tp, c->headers, layer, buf, nonfinite ? HDR_FLAG_NONFINITE : 0, 0, &skip));
     if (skip) return TERSE_OK;
 
     /* the node's exact sum at the leader, in rank order. With reduce=mean each leader

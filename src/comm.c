@@ -151,6 +151,7 @@ terse_status_t terse_comm_destroy(terse_comm_t *c)
     progress_destroy(c); /* runs what is queued first */
     for (size_t i = 0; i < c->n_layers; i++) layer_free(&c->layers[i]);
     free(c->layers);
+    fuse_destroy(c->fuse);
     free(c->headers);
     free(c->lg.msg);
     free(c->lg.choice);

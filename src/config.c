@@ -47,7 +47,7 @@ static const char *const bind_words[] = {"auto", "none", NULL};
 static const char *const nonfinite_words[] = {"error", "skip", "pass", NULL};
 
 static const char accepted_keys[] =
-    "compressor, feedback, adapt, min_size, reduce, threads, hier, bind, nonfinite";
+    "compressor, feedback, adapt, min_size, reduce, threads, hier, bind, nonfinite, fuse";
 static const char per_layer_keys[] = "compressor, feedback, adapt, min_size, reduce, nonfinite";
 
 static void method_set(method_spec_t *m, const method_def_t *def)
@@ -69,6 +69,7 @@ void config_defaults(terse_config_t *cfg)
     cfg->bind = CONFIG_BIND_AUTO;
     cfg->nonfinite = CONFIG_NONFINITE_ERROR;
     cfg->auto_trials = 0;
+    cfg->fuse = CONFIG_FUSE_DEFAULT;
 }
 
 /* Copies the trimmed text [b, e) into out (len bytes); 0 if it does not fit. */
@@ -254,6 +255,29 @@ static terse_status_t parse_integer(const char *key, const char *value, double l
     return TERSE_OK;
 }
 
+/* A byte count: an integer with an optional binary suffix K, M or G. */
+static terse_status_t parse_bytes(const char *key, const char *value, double hi, size_t *out)
+{
+    char digits[64];
+    size_t len = strlen(value);
+    double unit = 1, v = -1;
+    const char *suffix = len ? strchr("KMG", value[len - 1]) : NULL;
+    if (suffix && *suffix) {
+        unit = suffix[0] == 'K' ? 1024.0 : suffix[0] == 'M' ? 1048576.0 : 1073741824.0;
+        len--;
+    }
+    if (len > 0 && len < sizeof digits) {
+        memcpy(digits, value, len);
+        digits[len] = '\0';
+        if (!parse_number(digits, &v) || v != floor(v)) v = -1;
+    }
+    if (v < 0 || v * unit > hi)
+        return terse_error(TERSE_ERR_ARG, "%s: '%s' is not accepted; accepted: a byte count in [0, %.0f], "
+                           "with an optional suffix K, M or G (binary)", key, value, hi);
+    *out = (size_t)(v * unit);
+    return TERSE_OK;
+}
+
 /* compressor=auto[:with=CODEC][,trials=T][,CODEC's parameters], in any order: `with` (default
  * topk) names the compressed path, `trials` (default 2, 1 to 64) how many calls of each path
  * a layer times before it keeps the faster; every other parameter is the codec's. */
@@ -338,7 +362,7 @@ static terse_status_t parse_item(terse_config_t *cfg, const char *item, int per_
         TERSE_CHECK(parse_word(key, value, nonfinite_words, &w));
         cfg->nonfinite = (config_nonfinite_t)w;
     } else if (per_layer && (strcmp(key, "threads") == 0 || strcmp(key, "hier") == 0 ||
-                             strcmp(key, "bind") == 0)) {
+                             strcmp(key, "bind") == 0 || strcmp(key, "fuse") == 0)) {
         return terse_error(TERSE_ERR_ARG,
                            "key '%s' applies to the whole communicator, not to one layer; "
                            "per-layer keys: %s", key, per_layer_keys);
@@ -351,6 +375,8 @@ static terse_status_t parse_item(terse_config_t *cfg, const char *item, int per_
     } else if (strcmp(key, "bind") == 0) {
         TERSE_CHECK(parse_word(key, value, bind_words, &w));
         cfg->bind = (config_bind_t)w;
+    } else if (strcmp(key, "fuse") == 0) {
+        TERSE_CHECK(parse_bytes(key, value, CONFIG_FUSE_MAX, &cfg->fuse));
     } else {
         return terse_error(TERSE_ERR_ARG, "unknown configuration key '%s' in '%s'; accepted keys: %s",
                            key, item, accepted_keys);
@@ -495,8 +521,8 @@ size_t config_format(const terse_config_t *cfg, char *buf, size_t len)
     config_format_method(&cfg->adapt, a, sizeof a);
     return (size_t)snprintf(buf, len,
                             "compressor=%s; feedback=%s; adapt=%s; min_size=%zu; reduce=%s; "
-                            "threads=%d; hier=%s; bind=%s; nonfinite=%s",
+                            "threads=%d; hier=%s; bind=%s; nonfinite=%s; fuse=%zu",
                             c, f, a, cfg->min_size, reduce_words[cfg->reduce], cfg->threads,
                             hier_words[cfg->hier], bind_words[cfg->bind],
-                            nonfinite_words[cfg->nonfinite]);
+                            nonfinite_words[cfg->nonfinite], cfg->fuse);
 }

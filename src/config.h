@@ -30,14 +30,20 @@ typedef struct {
      * and each layer times T calls of the dense and of the compressed path before keeping
      * the faster (src/auto.c). 0: not auto. */
     int auto_trials;
+    /* fuse=BYTES: terse_allreduce_many fuses runs of layers whose gradients total at most
+     * this many bytes into one exchange (src/fuse.c); 0: every layer alone. */
+    size_t fuse;
 } terse_config_t;
+
+#define CONFIG_FUSE_DEFAULT ((size_t)16 << 20)
+#define CONFIG_FUSE_MAX 1099511627776.0 /* 1 TiB */
 
 /* The adaptation methods the grammar names (adapt=). */
 extern const method_def_t adapt_registry[];
 extern const size_t adapt_registry_len;
 
 /* The defaults: compressor=none; feedback=none; adapt=none; min_size=1024; reduce=mean;
- * threads=1; hier=auto; bind=auto; nonfinite=error. */
+ * threads=1; hier=auto; bind=auto; nonfinite=error; fuse=16M. */
 void config_defaults(terse_config_t *cfg);
 
 /* Applies the items of `text` on top of *cfg. `per_layer` restricts the keys to those that

@@ -16,6 +16,8 @@
 #include "protocol.h"
 #include "transport.h"
 
+typedef struct fuse fuse_t;
+
 typedef struct {
     char name[64];
     size_t rows, cols, count;
@@ -92,6 +94,7 @@ struct terse_comm {
     pool_t *pool;                  /* worker threads (threads=N > 1), else NULL            */
     lgreco_comm_t lg;
     progress_t *progress;          /* terse_iallreduce's thread and requests, or NULL     */
+    fuse_t *fuse;                  /* terse_allreduce_many's fibers and staging, or NULL  */
 };
 
 /* The header every rank contributes before an exchange (words of uint64). */
@@ -147,13 +150,18 @@ void par_fb_update(pool_t *pool, const layer_t *l, const feedback_ctx_t *ctx, co
                    const float *p, float *out);
 int par_has_nonfinite(pool_t *pool, const float *v, size_t n);
 
-/* The header allgather over every rank: the ranks agree on the layer, its size and
+/* The header allgather over every rank of tp: the ranks agree on the layer, its size and
  * configuration, the call and the plan (flags: HDR_FLAG_*, wire: this rank's message) and
  * learn whether any input is non-finite. *skip = 1: nonfinite=skip zeroed buf and counted
  * the skip, the call is over. A disagreement is TERSE_ERR_MISMATCH and a non-finite input
- * TERSE_ERR_NONFINITE, on every rank. On return c->headers holds every rank's header. */
-terse_status_t engine_agree(terse_comm_t *c, int layer, float *buf, uint64_t flags, uint64_t wire,
-                            int *skip);
+ * TERSE_ERR_NONFINITE, on every rank. On return headers (tp->size * HDR_WORDS words) holds
+ * every rank's header. */
+terse_status_t engine_agree(terse_comm_t *c, transport_t *tp, uint64_t *headers, int layer, float *buf,
+                            uint64_t flags, uint64_t wire, int *skip);
+
+/* The flat protocol, every rank taking part in the compressed exchange: layer's whole call
+ * (arguments checked, plan decided) over transport tp, with headers as its header table. */
+terse_status_t engine_flat(terse_comm_t *c, int layer, float *buf, transport_t *tp, uint64_t *headers);
 
 /* One rank's side of a layer's compressed exchange: its gradient g, the message input p
  * that feedback made of it, the protocol and the call. */
@@ -181,6 +189,17 @@ terse_status_t engine_exchange_decode(const protocol_ops_t *proto, proto_call_t 
 /* Counts a completed call of layer l: its message, the bytes sent (all, and to other
  * nodes) and the times t[0..3] that bound compress, comm and decompress. */
 void engine_record(layer_t *l, size_t wire, uint64_t sent, uint64_t inter, const double t[4]);
+
+/* ---- Fused buckets (src/fuse.c) ---- */
+
+/* How many of layers[0..n) (n >= 1, checked) form the next bucket: a run of layers that may
+ * be fused, whose gradients total at most fuse= bytes; 1 when the first runs alone. */
+int fuse_bucket(const terse_comm_t *c, int n, const int *layers);
+/* Runs the k layers of a bucket (k >= 2) as one exchange: each layer's call exactly as
+ * terse_allreduce would make it, their collectives fused. Returns the first error in list
+ * order; the other layers of the bucket complete. */
+terse_status_t fuse_run(terse_comm_t *c, int k, const int *layers, float *const *bufs);
+void fuse_destroy(fuse_t *f);
 
 /* ---- The hierarchical protocol (src/hier_comm.c, src/allreduce_hier.c) ---- */
 

@@ -110,7 +110,8 @@ START_TEST(config_defaults_match_the_documented_defaults)
     ck_assert_int_eq(cfg.nonfinite, CONFIG_NONFINITE_ERROR);
     ck_assert_str_eq(format_of(&cfg).s,
                      "compressor=none; feedback=none; adapt=none; min_size=1024; reduce=mean; "
-                     "threads=1; hier=auto; bind=auto; nonfinite=error");
+                     "threads=1; hier=auto; bind=auto; nonfinite=error; fuse=16777216");
+    ck_assert_uint_eq(cfg.fuse, 16u << 20);
     ck_assert_int_eq(config_check_supported(&cfg), TERSE_OK);
 }
 END_TEST
@@ -138,7 +139,7 @@ START_TEST(config_parses_every_key)
 {
     terse_config_t cfg = parsed("compressor=fp16; feedback=ef; adapt=lgreco:period=7; "
                                 "min_size=4096; reduce=sum; threads=4; hier=off; bind=none; "
-                                "nonfinite=skip");
+                                "nonfinite=skip; fuse=3M");
     ck_assert_str_eq(cfg.compressor.def->name, "fp16");
     ck_assert_str_eq(cfg.feedback.def->name, "ef");
     ck_assert_str_eq(cfg.adapt.def->name, "lgreco");
@@ -149,6 +150,7 @@ START_TEST(config_parses_every_key)
     ck_assert_int_eq(cfg.hier, CONFIG_HIER_OFF);
     ck_assert_int_eq(cfg.bind, CONFIG_BIND_NONE);
     ck_assert_int_eq(cfg.nonfinite, CONFIG_NONFINITE_SKIP);
+    ck_assert_uint_eq(cfg.fuse, 3u << 20);
 
     ck_assert_int_eq(parsed("reduce=mean").reduce, CONFIG_REDUCE_MEAN);
     ck_assert_int_eq(parsed("hier=on").hier, CONFIG_HIER_ON);
@@ -160,6 +162,11 @@ START_TEST(config_parses_every_key)
     ck_assert_uint_eq(parsed("min_size=268435456").min_size, TERSE_MAX_LAYER_COUNT);
     ck_assert_int_eq(parsed("threads=1").threads, 1);
     ck_assert_int_eq(parsed("threads=256").threads, 256);
+    ck_assert_uint_eq(parsed("fuse=0").fuse, 0);
+    ck_assert_uint_eq(parsed("fuse=4096").fuse, 4096);
+    ck_assert_uint_eq(parsed("fuse=64K").fuse, 65536);
+    ck_assert_uint_eq(parsed("fuse=2G").fuse, (size_t)2 << 30);
+    ck_assert_uint_eq(parsed("fuse=1024G").fuse, (size_t)1 << 40);
 }
 END_TEST
 
@@ -400,6 +407,11 @@ static const bad_case_t bad_cases[] = {
     {"min_size=268435457", "'268435457'", "an integer in [0, 268435456]"},
     {"threads=0", "'0'", "an integer in [1, 256]"},
     {"threads=257", "'257'", "an integer in [1, 256]"},
+    {"fuse=-1", "'-1'", "a byte count in [0, 1099511627776]"},
+    {"fuse=1.5M", "'1.5M'", "suffix K, M or G"},
+    {"fuse=M", "'M'", "a byte count"},
+    {"fuse=1025G", "'1025G'", "a byte count"},
+    {"fuse=12T", "'12T'", "a byte count"},
     /* not a number */
     {"compressor=topk:density=abc", "'density=abc'", "density (number in (0, 1])"},
     {"compressor=topk:density=0.1x", "'density=0.1x'", "density (number"},
@@ -461,6 +473,7 @@ START_TEST(config_per_layer_rejects_communicator_keys)
         {"threads=1", "'threads'"},
         {"hier=off", "'hier'"},
         {"bind=none", "'bind'"},
+        {"fuse=1M", "'fuse'"},
         {"compressor=fp16; threads=2", "'threads'"},
     };
     terse_config_t cfg = parsed("compressor=topk:k=3; min_size=11");
@@ -516,7 +529,7 @@ START_TEST(env_overrides_follow_string_then_config_then_single_keys)
     ck_assert_int_eq(cfg.reduce, CONFIG_REDUCE_SUM);
     ck_assert_str_eq(format_of(&cfg).s,
                      "compressor=topk:k=5; feedback=ef; adapt=none; min_size=7; reduce=sum; "
-                     "threads=1; hier=auto; bind=auto; nonfinite=error");
+                     "threads=1; hier=auto; bind=auto; nonfinite=error; fuse=16777216");
     env_clear();
     ck_assert_int_eq(config_resolve("compressor=fp16", &cfg), TERSE_OK);
     ck_assert_str_eq(cfg.compressor.def->name, "fp16");
