@@ -175,6 +175,9 @@ static void outer_scalar(const float *restrict P, size_t n, const float *restric
 }
 
 #if SIMD_X86
+/* The tiles multiply and add with one FMA where the scalar loops round a product, then a
+ * sum: the same bits, because every product is of two floats widened to double, which a
+ * double holds exactly (24 + 24 significant bits), so only the sum is ever rounded. */
 /* The tiles take their shape as constants so that, inlined, their arrays of vectors become
  * registers and their inner loops unroll. */
 #define POWERSGD_TILE SIMD_AVX2_FN static inline __attribute__((always_inline))
@@ -213,7 +216,7 @@ POWERSGD_TILE void mul_rows_tile(const float *const *x, size_t len, const double
             for (int t = 0; t < 4; t++)
                 for (int k = 0; k < K; k++) {
                     const __m256d q = _mm256_load_pd(qb + 4 * (t * K + k));
-                    s[h * K + k] = _mm256_add_pd(s[h * K + k], _mm256_mul_pd(c[t], q));
+                    s[h * K + k] = _mm256_fmadd_pd(c[t], q, s[h * K + k]);
                 }
         }
     for (; j < len; j++, qb += 4 * K)
@@ -221,7 +224,7 @@ POWERSGD_TILE void mul_rows_tile(const float *const *x, size_t len, const double
             const float *const *xh = x + 4 * h;
             const __m256d c = _mm256_cvtps_pd(_mm_setr_ps(xh[0][j], xh[1][j], xh[2][j], xh[3][j]));
             for (int k = 0; k < K; k++)
-                s[h * K + k] = _mm256_add_pd(s[h * K + k], _mm256_mul_pd(c, _mm256_load_pd(qb + 4 * k)));
+                s[h * K + k] = _mm256_fmadd_pd(c, _mm256_load_pd(qb + 4 * k), s[h * K + k]);
         }
     for (int h = 0; h < 2; h++)
         for (int k = 0; k < K; k++) _mm256_storeu_pd(sums + k * POWERSGD_ROWS + 4 * h, s[h * K + k]);
@@ -240,7 +243,7 @@ POWERSGD_TILE void mul_ranks_tile(const double *x, size_t len, const float *q, s
     for (size_t j = 0; j < len; j++, q += r) {
         const __m256d qj = _mm256_cvtps_pd(FULL ? _mm_loadu_ps(q) : _mm_maskload_ps(q, mask));
         for (int g = 0; g < 8; g++)
-            s[g] = _mm256_add_pd(s[g], _mm256_mul_pd(_mm256_broadcast_sd(x + g * POWERSGD_MQ_COLS + j), qj));
+            s[g] = _mm256_fmadd_pd(_mm256_broadcast_sd(x + g * POWERSGD_MQ_COLS + j), qj, s[g]);
     }
     for (int g = 0; g < 8; g++) _mm256_storeu_pd(sums + 4 * g, s[g]);
 }
@@ -318,7 +321,7 @@ POWERSGD_TILE void mul_t_tile(const float *M, size_t m, size_t G, const double *
         for (int v = 0; v < JV; v++) x[v] = _mm256_cvtps_pd(_mm_loadu_ps(M + 4 * v));
         for (int k = 0; k < K; k++) {
             const __m256d b = _mm256_broadcast_sd(p + k);
-            for (int v = 0; v < JV; v++) s[k * JV + v] = _mm256_add_pd(s[k * JV + v], _mm256_mul_pd(x[v], b));
+            for (int v = 0; v < JV; v++) s[k * JV + v] = _mm256_fmadd_pd(x[v], b, s[k * JV + v]);
         }
     }
     for (int k = 0; k < K; k++)
@@ -377,7 +380,7 @@ POWERSGD_TILE void outer_tile(const double *p, const double *qt, size_t w, size_
         for (int v = 0; v < JV; v++) q[v] = _mm256_loadu_pd(qt + k * w + 4 * v);
         for (int g = 0; g < R; g++) {
             const __m256d b = _mm256_broadcast_sd(p + g * r + k);
-            for (int v = 0; v < JV; v++) s[g * JV + v] = _mm256_add_pd(s[g * JV + v], _mm256_mul_pd(b, q[v]));
+            for (int v = 0; v < JV; v++) s[g * JV + v] = _mm256_fmadd_pd(b, q[v], s[g * JV + v]);
         }
     }
     for (int g = 0; g < R; g++)
