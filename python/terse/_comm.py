@@ -489,8 +489,11 @@ class Comm:
                                           Iterable[Tuple[Buffer, LayerKey]]]) -> List[Buffer]:
         """:meth:`allreduce` of several layers in one call, in the order given (the same on
         every rank). ``items`` is a sequence of ``(buf, layer)`` pairs, or a mapping
-        ``{layer: buf}``. Every pair is checked before anything is reduced; terse then stops
-        at the first error (the layers before it are reduced). Returns the buffers, in order.
+        ``{layer: buf}``. Every pair is checked before anything is reduced. Runs of small
+        layers go as one fused exchange (the communicator's ``fuse=``), each layer's result
+        the same as :meth:`allreduce` would give. An exchange error (a mismatch, a NaN) fails
+        its layer and is raised; the rest of its bucket completes, later buckets do not run.
+        Returns the buffers, in order.
         """
         h = self._handle()
         if isinstance(items, Mapping):
