@@ -22,13 +22,17 @@ void batch_free(batch_t *b)
     *b = (batch_t){0};
 }
 
+/* Grows a staging buffer to at least need bytes, with half as much again in reserve: the
+ * messages of sparse codecs (dgc's sampled threshold) vary a little from call to call, and
+ * a buffer sized to the first call's would grow again later, in steady state. */
 static terse_status_t grow(unsigned char **buf, size_t *cap, size_t need)
 {
     if (need <= *cap) return TERSE_OK;
-    void *p = realloc(*buf, need);
-    if (!p) return terse_error(TERSE_ERR_NOMEM, "fused allreduce: cannot grow a staging buffer to %zu bytes", need);
+    const size_t want = need + need / 2;
+    void *p = realloc(*buf, want);
+    if (!p) return terse_error(TERSE_ERR_NOMEM, "fused allreduce: cannot grow a staging buffer to %zu bytes", want);
     *buf = p;
-    *cap = need;
+    *cap = want;
     return TERSE_OK;
 }
 

@@ -13,8 +13,9 @@
  * single collectives require anyway).
  *
  * Each lane keeps its own byte counts (sent_bytes, sent_inter_bytes) as if it had run alone;
- * the real transport counts the fused collectives. The staging buffers grow to the largest
- * fused message and are kept, so a batch of steady size allocates nothing. */
+ * the real transport counts the fused collectives. The staging buffers grow to half again
+ * the largest fused message and are kept, so a batch of steady size allocates nothing (and
+ * one whose sparse messages vary a little, as dgc's do, settles after its first calls). */
 #ifndef TERSE_TRANSPORT_BATCH_H
 #define TERSE_TRANSPORT_BATCH_H
 
