@@ -104,20 +104,31 @@ int batch_compatible(const batch_req_t *a, const batch_req_t *b)
 
 /* ---- the fused collectives ---- */
 
+/* The lanes' fixed-size blocks (allgather's send, bcast's buffer), in lane order, into the
+ * send staging buffer; *total: their size. copy_in 0 only sizes the buffer (a bcast's
+ * receivers). */
+static terse_status_t pack_blocks(batch_t *b, batch_lane_t *const *lanes, int n, int copy_in, size_t *total)
+{
+    size_t sum = 0;
+    for (int i = 0; i < n; i++) sum += lanes[i]->req.bytes;
+    TERSE_CHECK(grow(&b->send, &b->send_cap, sum));
+    for (size_t i = 0, off = 0; copy_in && i < (size_t)n; off += lanes[i++]->req.bytes) {
+        const batch_req_t *q = &lanes[i]->req;
+        copy(b->send + off, q->kind == BATCH_BCAST ? q->recv : q->send, q->bytes);
+    }
+    *total = sum;
+    return TERSE_OK;
+}
+
 static terse_status_t run_allgather(batch_t *b, batch_lane_t *const *lanes, int n)
 {
     transport_t *t = b->real;
-    size_t total = 0, off = 0;
-    for (int i = 0; i < n; i++) total += lanes[i]->req.bytes;
-    TERSE_CHECK(grow(&b->send, &b->send_cap, total));
+    size_t total;
+    TERSE_CHECK(pack_blocks(b, lanes, n, 1, &total));
     TERSE_CHECK(grow(&b->recv, &b->recv_cap, total * (size_t)t->size));
-    for (int i = 0; i < n; i++) {
-        copy(b->send + off, lanes[i]->req.send, lanes[i]->req.bytes);
-        off += lanes[i]->req.bytes;
-    }
     TERSE_CHECK(t->ops->allgather(t, b->send, total, b->recv));
     for (int r = 0; r < t->size; r++) {
-        off = (size_t)r * total;
+        size_t off = (size_t)r * total;
         for (int i = 0; i < n; i++) {
             const batch_req_t *q = &lanes[i]->req;
             copy((unsigned char *)q->recv + (size_t)r * q->bytes, b->recv + off, q->bytes);
@@ -199,15 +210,9 @@ static terse_status_t run_bcast(batch_t *b, batch_lane_t *const *lanes, int n)
 {
     transport_t *t = b->real;
     const int root = lanes[0]->req.root, here = t->rank == root;
-    size_t total = 0, off = 0;
-    for (int i = 0; i < n; i++) total += lanes[i]->req.bytes;
-    TERSE_CHECK(grow(&b->send, &b->send_cap, total));
-    for (int i = 0; here && i < n; i++) {
-        copy(b->send + off, lanes[i]->req.recv, lanes[i]->req.bytes);
-        off += lanes[i]->req.bytes;
-    }
+    size_t total, off = 0;
+    TERSE_CHECK(pack_blocks(b, lanes, n, here, &total));
     TERSE_CHECK(t->ops->bcast(t, b->send, total, root));
-    off = 0;
     for (int i = 0; !here && i < n; i++) {
         copy(lanes[i]->req.recv, b->send + off, lanes[i]->req.bytes);
         off += lanes[i]->req.bytes;

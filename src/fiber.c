@@ -49,9 +49,11 @@ terse_status_t fiber_init(fiber_t *f, size_t stack_bytes)
     }
     f->map = m;
     f->map_bytes = stack_bytes + page;
+    f->stack = f->map + page;
+    f->stack_bytes = stack_bytes;
     f->finished = 1;
 #ifdef FIBER_VALGRIND
-    f->valgrind_id = VALGRIND_STACK_REGISTER(f->map + page, f->map + f->map_bytes);
+    f->valgrind_id = VALGRIND_STACK_REGISTER(f->stack, f->stack + f->stack_bytes);
 #endif
     return TERSE_OK;
 }
@@ -80,13 +82,12 @@ static void trampoline(unsigned hi, unsigned lo)
 
 void fiber_start(fiber_t *f, fiber_fn fn, void *arg)
 {
-    const size_t page = page_bytes();
     f->fn = fn;
     f->arg = arg;
     f->finished = 0;
     getcontext(&f->ctx);
-    f->ctx.uc_stack.ss_sp = f->map + page;
-    f->ctx.uc_stack.ss_size = f->map_bytes - page;
+    f->ctx.uc_stack.ss_sp = f->stack;
+    f->ctx.uc_stack.ss_size = f->stack_bytes;
     f->ctx.uc_link = NULL;
     const uintptr_t a = (uintptr_t)f;
     makecontext(&f->ctx, (void (*)(void))trampoline, 2, (unsigned)(a >> 16 >> 16), (unsigned)(a & 0xffffffffu));
@@ -94,9 +95,8 @@ void fiber_start(fiber_t *f, fiber_fn fn, void *arg)
 
 void fiber_resume(fiber_t *f)
 {
-    const size_t page = page_bytes();
     void *save = NULL;
-    SWITCH_START(&save, f->map + page, f->map_bytes - page);
+    SWITCH_START(&save, f->stack, f->stack_bytes);
     swapcontext(&f->back, &f->ctx);
     SWITCH_FINISH(save, NULL, NULL);
 }

@@ -22,6 +22,8 @@ typedef struct {
     ucontext_t back;           /* the resumer's context while the fiber runs            */
     unsigned char *map;        /* the mapping: a guard page, then the stack             */
     size_t map_bytes;
+    unsigned char *stack;      /* the stack: the mapping past its guard page            */
+    size_t stack_bytes;
     unsigned valgrind_id;      /* the stack's valgrind registration                     */
     fiber_fn fn;
     void *arg;
