@@ -30,6 +30,17 @@ packages=(build-essential meson ninja-build pkg-config libopenmpi-dev openmpi-bi
 
 log() { printf '==> %s\n' "$*" >&2; }
 
+# CUDA and NCCL are not Debian packages: where the toolkit is installed (TERSE_GPU_PREFIX,
+# default /usr/local/cuda), put nvcc on the PATH so that meson's -Dcuda=auto and -Dnccl=auto
+# find them and build the GPU code (its tests skip on a machine without a GPU). The builds
+# for the sanitizers, valgrind and the fuzzers leave it out (no_gpu): the CUDA runtime does
+# not run under AddressSanitizer's shadow memory layout by default.
+gpu_prefix=${TERSE_GPU_PREFIX:-/usr/local/cuda}
+if [ -x "$gpu_prefix/bin/nvcc" ]; then
+    case ":$PATH:" in *":$gpu_prefix/bin:"*) ;; *) export PATH="$gpu_prefix/bin:$PATH" ;; esac
+fi
+no_gpu=(-Dcuda=disabled -Dnccl=disabled)
+
 install_deps() {
     local missing=()
     for p in "${packages[@]}"; do
@@ -56,7 +67,7 @@ do_build() {
     install_deps
     if [ ! -f "$build/build.ninja" ]; then
         log "configuring $build/"
-        meson setup "$build" >/dev/null
+        meson setup "$build" -Dgpu_prefix="$gpu_prefix" >/dev/null
     fi
     log "building"
     ninja -C "$build" >/dev/null
@@ -110,7 +121,7 @@ do_sanitize() {
     local sbuild=build-sanitize
     if [ ! -f "$sbuild/build.ninja" ]; then
         log "configuring $sbuild/ (address, undefined)"
-        meson setup "$sbuild" -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+        meson setup "$sbuild" "${no_gpu[@]}" -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
     fi
     log "building with sanitizers"
     ninja -C "$sbuild" >/dev/null
@@ -122,7 +133,7 @@ do_sanitize() {
     local vbuild=build-valgrind
     if [ ! -f "$vbuild/build.ninja" ]; then
         log "configuring $vbuild/ (debugoptimized, for valgrind)"
-        meson setup "$vbuild" --buildtype=debugoptimized >/dev/null
+        meson setup "$vbuild" "${no_gpu[@]}" --buildtype=debugoptimized >/dev/null
     fi
     log "building for valgrind"
     ninja -C "$vbuild" >/dev/null
@@ -142,7 +153,7 @@ fuzz_build() {
     install_deps || return 1
     if [ ! -f "$fuzz_build_dir/build.ninja" ]; then
         log "configuring $fuzz_build_dir/ (clang, libFuzzer, address, undefined)"
-        CC=clang meson setup "$fuzz_build_dir" -Dfuzz=true -Dtests=false --buildtype=debugoptimized \
+        CC=clang meson setup "$fuzz_build_dir" "${no_gpu[@]}" -Dfuzz=true -Dtests=false --buildtype=debugoptimized \
             -Db_ndebug=false -Db_sanitize=address,undefined -Db_lundef=false >/dev/null || return 1
     fi
     log "building the fuzz targets"

@@ -25,13 +25,15 @@
 #include <string.h>
 
 #include "bench.h"
+#include "gpu.h"
 #include "terse.h"
 #include "terse_mpi.h"
 
 typedef struct {
-    const char *config, *compressor, *feedback, *adapt, *json, *shape, *device;
+    const char *config, *compressor, *feedback, *adapt, *json, *shape, *device, *transport;
     size_t min_bytes, max_bytes;
     int iters, warmup, baseline, check, kernels;
+    int cuda, nccl;     /* --device cuda; --transport nccl                                   */
     double overlap_ms;  /* --overlap MS: > 0 runs the overlap comparison instead */
     int converge[16], n_converge;
 } opts_t;
@@ -80,7 +82,10 @@ static void usage(FILE *f)
             "  --kernels             single process: codec encode/decode time next to memcpy\n"
             "  --overlap MS          allreduce then MS ms of computation, against terse_iallreduce\n"
             "                        overlapping the same computation (MPI_THREAD_MULTIPLE)\n"
-            "  --device cpu|cuda     where the buffers live (cuda is not built yet)\n");
+            "  --device cpu|cuda     where the buffers live (cuda: device memory, device=cuda;\n"
+            "                        with --kernels, the CUDA codecs next to a device copy)\n"
+            "  --transport mpi|nccl  the communicator: MPI (default; device buffers staged\n"
+            "                        through the host) or NCCL (needs --device cuda)\n");
 }
 
 static int parse_args(int argc, char **argv, opts_t *o)
@@ -91,6 +96,7 @@ static int parse_args(int argc, char **argv, opts_t *o)
     o->iters = 20;
     o->warmup = 3;
     o->device = "cpu";
+    o->transport = "mpi";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -106,6 +112,7 @@ static int parse_args(int argc, char **argv, opts_t *o)
         else if (!strcmp(a, "--json")) { VALUE(); o->json = v; }
         else if (!strcmp(a, "--shape")) { VALUE(); o->shape = v; }
         else if (!strcmp(a, "--device")) { VALUE(); o->device = v; }
+        else if (!strcmp(a, "--transport")) { VALUE(); o->transport = v; }
         else if (!strcmp(a, "--iters")) { VALUE(); o->iters = atoi(v); }
         else if (!strcmp(a, "--warmup")) { VALUE(); o->warmup = atoi(v); }
         else if (!strcmp(a, "--baseline")) o->baseline = 1;
@@ -168,8 +175,22 @@ static int parse_args(int argc, char **argv, opts_t *o)
         fprintf(stderr, "terse-bench: --iters must be >= 1 and --warmup >= 0\n");
         return 2;
     }
-    if (strcmp(o->device, "cpu") != 0) {
-        fprintf(stderr, "terse-bench: --device %s: only cpu is built in this version\n", o->device);
+    o->cuda = !strcmp(o->device, "cuda");
+    o->nccl = !strcmp(o->transport, "nccl");
+    if (!o->cuda && strcmp(o->device, "cpu") != 0) {
+        fprintf(stderr, "terse-bench: --device '%s': want cpu or cuda\n", o->device);
+        return 2;
+    }
+    if (!o->nccl && strcmp(o->transport, "mpi") != 0) {
+        fprintf(stderr, "terse-bench: --transport '%s': want mpi or nccl\n", o->transport);
+        return 2;
+    }
+    if (o->nccl && !o->cuda) {
+        fprintf(stderr, "terse-bench: --transport nccl needs --device cuda: NCCL moves device memory\n");
+        return 2;
+    }
+    if (o->cuda && (o->overlap_ms > 0 || o->n_converge)) {
+        fprintf(stderr, "terse-bench: --overlap and --converge run on host buffers only; drop --device cuda\n");
         return 2;
     }
     return 0;
@@ -277,26 +298,59 @@ static void json_row(FILE *f, const row_t *r, int first)
 }
 
 /* Dense MPI_Allreduce of the same data: the baseline row. */
-static int run_dense(const opts_t *o, float *const *grad, float *const *buf, const size_t *counts,
-                     size_t n_layers, row_t *row, int sum)
+/* The gradients to the buffers the calls take: buf, or with --device cuda the device
+ * buffers dbuf. 0 on success. */
+static int load_inputs(const opts_t *o, float *const *grad, float *const *buf, float *const *dbuf,
+                       const size_t *counts, size_t n_layers)
+{
+    for (size_t l = 0; l < n_layers; l++) {
+        if (!o->cuda) memcpy(buf[l], grad[l], counts[l] * sizeof(float));
+        else if (bench_gpu_put(dbuf[l], grad[l], counts[l] * sizeof(float))) return 1;
+    }
+    return 0;
+}
+
+/* With --device cuda, the results back to buf for the checks. 0 on success. */
+static int fetch_results(const opts_t *o, float *const *buf, float *const *dbuf, const size_t *counts,
+                         size_t n_layers)
+{
+    for (size_t l = 0; o->cuda && l < n_layers; l++)
+        if (bench_gpu_get(buf[l], dbuf[l], counts[l] * sizeof(float))) return 1;
+    return 0;
+}
+
+/* One dense allreduce (the mean, or the sum) of every layer: MPI on host buffers; with
+ * --device cuda, NCCL on the device buffers, or MPI staged through the host buffers. */
+static int dense_call(const opts_t *o, float *const *buf, float *const *dbuf, const size_t *counts,
+                      size_t n_layers, int sum)
+{
+    if (o->nccl) return bench_nccl_allreduce(dbuf, counts, n_layers, sum);
+    if (fetch_results(o, buf, dbuf, counts, n_layers)) return 1;
+    for (size_t l = 0; l < n_layers; l++) {
+        if (MPI_Allreduce(MPI_IN_PLACE, buf[l], (int)counts[l], MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS)
+            return 1;
+        if (!sum)
+            for (size_t i = 0; i < counts[l]; i++) buf[l][i] /= (float)nranks_;
+        if (o->cuda && bench_gpu_put(dbuf[l], buf[l], counts[l] * sizeof(float))) return 1;
+    }
+    return 0;
+}
+
+static int run_dense(const opts_t *o, float *const *grad, float *const *buf, float *const *dbuf,
+                     const size_t *counts, size_t n_layers, row_t *row, int sum)
 {
     size_t total = 0;
     for (size_t l = 0; l < n_layers; l++) total += counts[l];
     double t = 0;
     for (int it = -o->warmup; it < o->iters; it++) {
-        for (size_t l = 0; l < n_layers; l++) memcpy(buf[l], grad[l], counts[l] * sizeof(float));
+        if (load_inputs(o, grad, buf, dbuf, counts, n_layers)) return 1;
         MPI_Barrier(MPI_COMM_WORLD);
         double t0 = MPI_Wtime();
-        for (size_t l = 0; l < n_layers; l++) {
-            if (MPI_Allreduce(MPI_IN_PLACE, buf[l], (int)counts[l], MPI_FLOAT, MPI_SUM,
-                              MPI_COMM_WORLD) != MPI_SUCCESS)
-                return 1;
-            if (!sum)
-                for (size_t i = 0; i < counts[l]; i++) buf[l][i] /= (float)nranks_;
-        }
+        if (dense_call(o, buf, dbuf, counts, n_layers, sum)) return 1;
         double dt = MPI_Wtime() - t0;
         if (it >= 0) t += dt;
     }
+    if (fetch_results(o, buf, dbuf, counts, n_layers)) return 1;
     memset(row, 0, sizeof *row);
     row->bytes = total * 4;
     row->count = total;
@@ -327,13 +381,19 @@ static void print_plan(terse_comm_t *comm, const int *ids, const bench_shape_t *
     }
 }
 
+/* A fresh communicator with configuration cfg: over MPI_COMM_WORLD, or NCCL. */
+static terse_status_t create_comm(const opts_t *o, const char *cfg, terse_comm_t **comm)
+{
+    return o->nccl ? bench_nccl_comm(cfg, comm) : terse_comm_create_mpi(MPI_COMM_WORLD, cfg, comm);
+}
+
 /* The compressed allreduce of the given layers on a fresh communicator. */
 static int run_terse(const opts_t *o, const char *cfg, const bench_shape_t *shapes,
-                     size_t n_layers, float *const *grad, float *const *buf, const size_t *counts,
-                     row_t *row)
+                     size_t n_layers, float *const *grad, float *const *buf, float *const *dbuf,
+                     const size_t *counts, row_t *row)
 {
     terse_comm_t *comm = NULL;
-    terse_status_t s = terse_comm_create_mpi(MPI_COMM_WORLD, cfg, &comm);
+    terse_status_t s = create_comm(o, cfg, &comm);
     if (s != TERSE_OK) {
         if (rank_ == 0) fprintf(stderr, "terse-bench: %s: %s\n", terse_status_string(s), terse_last_error());
         return 2;
@@ -354,10 +414,14 @@ static int run_terse(const opts_t *o, const char *cfg, const bench_shape_t *shap
     double t = 0, comp = 0, commt = 0, decomp = 0, wire = 0, sent = 0, inter = 0, relerr = NAN;
     int hier_nodes = 0;
     for (int it = -o->warmup - (o->check ? 1 : 0); it < o->iters; it++) {
-        for (size_t l = 0; l < n_layers; l++) memcpy(buf[l], grad[l], counts[l] * sizeof(float));
+        if (load_inputs(o, grad, buf, dbuf, counts, n_layers)) {
+            fprintf(stderr, "terse-bench: rank %d: copying the gradients to the device failed\n", rank_);
+            ok = 0;
+            break;
+        }
         MPI_Barrier(MPI_COMM_WORLD);
         double t0 = MPI_Wtime();
-        s = terse_allreduce_many(comm, (int)n_layers, ids, buf);
+        s = terse_allreduce_many(comm, (int)n_layers, ids, o->cuda ? dbuf : buf);
         double dt = MPI_Wtime() - t0;
         if (s != TERSE_OK) {
             fprintf(stderr, "terse-bench: rank %d: %s: %s\n", rank_, terse_status_string(s), terse_last_error());
@@ -366,6 +430,11 @@ static int run_terse(const opts_t *o, const char *cfg, const bench_shape_t *shap
         }
         terse_step_end(comm); /* an iteration is a step: schedules (L-GreCo, DGC) advance */
         int first_checked = o->check && it == -o->warmup - 1;
+        if ((first_checked || (o->check && it == o->iters - 1)) && fetch_results(o, buf, dbuf, counts, n_layers)) {
+            fprintf(stderr, "terse-bench: rank %d: copying the results from the device failed\n", rank_);
+            ok = 0;
+            break;
+        }
         if (first_checked) {
             relerr = relerr_of((const float *const *)buf, grad, counts, n_layers,
                                cfg && strstr(cfg, "reduce=sum") != NULL);
@@ -437,7 +506,7 @@ static int run_converge(const opts_t *o, const char *cfg, const bench_shape_t *s
     size_t bytes = 0;
     for (size_t l = 0; l < n_layers; l++) bytes += counts[l] * sizeof(float);
     terse_comm_t *comm = NULL;
-    terse_status_t s = terse_comm_create_mpi(MPI_COMM_WORLD, cfg, &comm);
+    terse_status_t s = create_comm(o, cfg, &comm);
     int *ids = malloc(n_layers * sizeof *ids);
     float **mean = calloc(n_layers, sizeof *mean);
     double **acc = calloc(n_layers, sizeof *acc);
@@ -488,14 +557,15 @@ static int build_config(const opts_t *o, char *buf, size_t len)
         fprintf(stderr, "terse-bench: give --config or --compressor/--feedback/--adapt, not both\n");
         return 2;
     }
+    const char *device = o->cuda ? "; device=cuda" : "";
     if (o->config) {
-        snprintf(buf, len, "%s", o->config);
+        snprintf(buf, len, "%s%s", o->config, device);
         return 0;
     }
     /* min_size=0: the benchmark compresses every size it is asked about */
-    snprintf(buf, len, "compressor=%s; feedback=%s; adapt=%s; min_size=0",
+    snprintf(buf, len, "compressor=%s; feedback=%s; adapt=%s; min_size=0%s",
              o->compressor ? o->compressor : "none", o->feedback ? o->feedback : "none",
-             o->adapt ? o->adapt : "none");
+             o->adapt ? o->adapt : "none", device);
     return 0;
 }
 
@@ -515,7 +585,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "terse-bench: --shape '%s': want RxC[,RxC...] or resnet50\n", o.shape);
             return 2;
         }
-        rc = bench_kernels(o.compressor ? one : defaults,
+        rc = (o.cuda ? bench_kernels_cuda : bench_kernels)(o.compressor ? one : defaults,
                            o.compressor ? 1 : sizeof defaults / sizeof defaults[0], o.min_bytes,
                            o.max_bytes, o.shape ? &shapes : NULL, o.iters, o.warmup);
         free(shapes.v);
@@ -530,6 +600,22 @@ int main(int argc, char **argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks_);
     nodes_ = count_nodes();
+    if (o.cuda) {
+        /* one device per rank of a node where there are enough, shared round robin else */
+        MPI_Comm node;
+        int local = 0, ok, all_ok;
+        MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+        MPI_Comm_rank(node, &local);
+        MPI_Comm_free(&node);
+        char why[256] = "";
+        ok = bench_gpu_open(local, why, sizeof why) == 0;
+        MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+        if (!all_ok) {
+            if (!ok) fprintf(stderr, "terse-bench: rank %d: --device cuda: %s\n", rank_, why);
+            MPI_Finalize();
+            return 2;
+        }
+    }
     char cfg[1024];
     if ((rc = build_config(&o, cfg, sizeof cfg)) != 0) {
         MPI_Finalize();
@@ -537,7 +623,7 @@ int main(int argc, char **argv)
     }
     /* the configuration in effect, environment included, for the header */
     terse_comm_t *probe = NULL;
-    terse_status_t s = terse_comm_create_mpi(MPI_COMM_WORLD, cfg, &probe);
+    terse_status_t s = create_comm(&o, cfg, &probe);
     if (s != TERSE_OK) {
         if (rank_ == 0) fprintf(stderr, "terse-bench: %s: %s\n", terse_status_string(s), terse_last_error());
         MPI_Finalize();
@@ -572,11 +658,13 @@ int main(int argc, char **argv)
         size_t n_layers = o.shape ? shapes.n : 1;
         size_t *counts = calloc(n_layers, sizeof *counts);
         float **grad = calloc(n_layers, sizeof *grad), **buf = calloc(n_layers, sizeof *buf);
+        float **dbuf = calloc(n_layers, sizeof *dbuf); /* --device cuda */
         for (size_t l = 0; l < n_layers; l++) {
             counts[l] = sh[l].rows * sh[l].cols;
             grad[l] = malloc(counts[l] * sizeof(float) + 4);
             buf[l] = malloc(counts[l] * sizeof(float) + 4);
-            if (!grad[l] || !buf[l]) {
+            if (o.cuda) dbuf[l] = bench_gpu_alloc(counts[l] * sizeof(float));
+            if (!grad[l] || !buf[l] || (o.cuda && !dbuf[l])) {
                 fprintf(stderr, "terse-bench: out of memory\n");
                 MPI_Abort(MPI_COMM_WORLD, 1);
             }
@@ -587,17 +675,17 @@ int main(int argc, char **argv)
             rc = bench_overlap(cfg, sh, n_layers, grad, buf, counts, o.overlap_ms, o.iters, o.warmup);
             if (rc) failed = rc;
             for (size_t l = 0; l < n_layers; l++) { free(grad[l]); free(buf[l]); }
-            free(grad); free(buf); free(counts);
+            free(grad); free(buf); free(dbuf); free(counts);
             if (failed == 2 || o.shape) break;
             continue;
         }
         if (o.baseline) {
-            if (run_dense(&o, grad, buf, counts, n_layers, &row, sum)) failed = 1;
+            if (run_dense(&o, grad, buf, dbuf, counts, n_layers, &row, sum)) failed = 1;
             print_row(&row);
             json_row(json, &row, first);
             first = 0;
         }
-        rc = run_terse(&o, cfg, sh, n_layers, grad, buf, counts, &row);
+        rc = run_terse(&o, cfg, sh, n_layers, grad, buf, dbuf, counts, &row);
         if (rc == 2) {
             failed = 2;
         } else {
@@ -608,8 +696,8 @@ int main(int argc, char **argv)
         }
         if (rc != 2 && o.n_converge && run_converge(&o, cfg, sh, n_layers, grad, buf, counts, sum))
             failed = 1;
-        for (size_t l = 0; l < n_layers; l++) { free(grad[l]); free(buf[l]); }
-        free(grad); free(buf); free(counts);
+        for (size_t l = 0; l < n_layers; l++) { free(grad[l]); free(buf[l]); bench_gpu_free(dbuf[l]); }
+        free(grad); free(buf); free(dbuf); free(counts);
         if (failed == 2 || o.shape) break;
     }
     if (json) {
@@ -618,6 +706,7 @@ int main(int argc, char **argv)
     }
     free(shapes.v);
     if (rank_ == 0 && failed == 1) fprintf(stderr, "terse-bench: FAILED: ranks disagree or a call failed\n");
+    bench_gpu_close();
     MPI_Finalize();
     return failed;
 }

@@ -64,6 +64,13 @@ static inline int transport_is_remote(const transport_t *t, int r)
     return t->node_of && t->node_of[r] != t->node_of[t->rank];
 }
 
+/* Gathers one uint64 from every rank into all[0..size), in rank order: the small agreements
+ * (state files, communicator creation) that must work on every transport. */
+static inline terse_status_t transport_allgather_u64(transport_t *t, uint64_t v, uint64_t *all)
+{
+    return t->ops->allgather(t, &v, sizeof v, all);
+}
+
 /* Counts an alltoallv that sends scounts[r] bytes to each rank r. */
 static inline void transport_count_alltoallv(transport_t *t, const size_t *scounts)
 {

@@ -6,21 +6,23 @@
 #include <stdint.h>
 #include <string.h>
 
-static inline uint32_t half_f32_bits(float f)
+#include "hd.h"
+
+static inline TERSE_HD uint32_t half_f32_bits(float f)
 {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
     return u;
 }
 
-static inline float half_bits_f32(uint32_t u)
+static inline TERSE_HD float half_bits_f32(uint32_t u)
 {
     float f;
     memcpy(&f, &u, sizeof f);
     return f;
 }
 
-static inline uint16_t half_from_f32(float f)
+static inline TERSE_HD uint16_t half_from_f32(float f)
 {
     uint32_t x = half_f32_bits(f);
     uint32_t sign = (x >> 16) & 0x8000u;
@@ -45,7 +47,7 @@ static inline uint16_t half_from_f32(float f)
     return (uint16_t)(sign | h);
 }
 
-static inline float half_to_f32(uint16_t h)
+static inline TERSE_HD float half_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
@@ -59,7 +61,7 @@ static inline float half_to_f32(uint16_t h)
     return half_bits_f32(sign | ((e + 112) << 23) | (m << 13));
 }
 
-static inline uint16_t bf16_from_f32(float f)
+static inline TERSE_HD uint16_t bf16_from_f32(float f)
 {
     uint32_t x = half_f32_bits(f);
     if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
@@ -67,6 +69,6 @@ static inline uint16_t bf16_from_f32(float f)
     return (uint16_t)(x >> 16);
 }
 
-static inline float bf16_to_f32(uint16_t b) { return half_bits_f32((uint32_t)b << 16); }
+static inline TERSE_HD float bf16_to_f32(uint16_t b) { return half_bits_f32((uint32_t)b << 16); }
 
 #endif

@@ -9,7 +9,9 @@
 #include <math.h>
 #include <stdint.h>
 
-static inline uint64_t rng_mix(uint64_t z)
+#include "hd.h"
+
+static inline TERSE_HD uint64_t rng_mix(uint64_t z)
 {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
@@ -17,13 +19,13 @@ static inline uint64_t rng_mix(uint64_t z)
 }
 
 /* 64 random bits: draw i of stream key. */
-static inline uint64_t rng_bits(uint64_t key, uint64_t i)
+static inline TERSE_HD uint64_t rng_bits(uint64_t key, uint64_t i)
 {
     return rng_mix(key + (i + 1) * 0x9e3779b97f4a7c15ull);
 }
 
 /* Uniform in [0, 1) with 24 random bits: exactly representable as a float. */
-static inline float rng_uniform_f(uint64_t key, uint64_t i)
+static inline TERSE_HD float rng_uniform_f(uint64_t key, uint64_t i)
 {
     return (float)(rng_bits(key, i) >> 40) * 0x1.0p-24f;
 }
@@ -47,7 +49,7 @@ static inline float rng_uniform_f(uint64_t key, uint64_t i)
  * so a draw is a pure function of (key, i) for any 64-bit i. Within one block a key only
  * offsets the counter: two streams read the same permutation from different starting
  * points, which no user of the draws (different elements) can tell apart. */
-static inline uint32_t rng_hash32(uint32_t x)
+static inline TERSE_HD uint32_t rng_hash32(uint32_t x)
 {
     x ^= x >> 16;
     x *= 0x7feb352du;
@@ -58,27 +60,27 @@ static inline uint32_t rng_hash32(uint32_t x)
 }
 
 /* The offset that stream key adds to the hash counters of block `block` = i >> 33. */
-static inline uint32_t rng_block_key(uint64_t key, uint64_t block)
+static inline TERSE_HD uint32_t rng_block_key(uint64_t key, uint64_t block)
 {
     return (uint32_t)(rng_bits(key, block) >> 32);
 }
 
 /* 16 random bits: draw i of the stream whose block key (for block i >> 33) is bkey. */
-static inline uint32_t rng_bits16_at(uint32_t bkey, uint64_t i)
+static inline TERSE_HD uint32_t rng_bits16_at(uint32_t bkey, uint64_t i)
 {
     const uint32_t h = rng_hash32((uint32_t)(i >> 1) + bkey);
     return (h >> (16 * (i & 1))) & 0xffffu;
 }
 
 /* 16 random bits: draw i of stream key (see above). */
-static inline uint32_t rng_bits16(uint64_t key, uint64_t i)
+static inline TERSE_HD uint32_t rng_bits16(uint64_t key, uint64_t i)
 {
     return rng_bits16_at(rng_block_key(key, i >> 33), i);
 }
 
 /* Uniform integer in [0, n), n > 0, by Lemire's multiply-shift (bias below 2^-32 for the
  * sizes here). */
-static inline uint64_t rng_below(uint64_t key, uint64_t i, uint64_t n)
+static inline TERSE_HD uint64_t rng_below(uint64_t key, uint64_t i, uint64_t n)
 {
     return (uint64_t)(((unsigned __int128)rng_bits(key, i) * n) >> 64);
 }
@@ -87,7 +89,7 @@ static inline uint64_t rng_below(uint64_t key, uint64_t i, uint64_t n)
  * on every machine with IEEE doubles and a correctly rounded libm log/cos is not promised,
  * so callers that need bitwise agreement across ranks compute it on one rank or use the
  * same libm everywhere (ranks of one job do). */
-static inline double rng_normal(uint64_t key, uint64_t i)
+static inline TERSE_HD double rng_normal(uint64_t key, uint64_t i)
 {
     double u1 = ((double)(rng_bits(key, 2 * i) >> 11) + 1.0) * 0x1.0p-53; /* (0, 1] */
     double u2 = (double)(rng_bits(key, 2 * i + 1) >> 11) * 0x1.0p-53;

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "device.h"
 #include "internal.h"
 
 #define HEADER_MAGIC 0x7465727365310002ull /* "terse1" + format 2 */
@@ -248,6 +249,39 @@ terse_status_t engine_flat(terse_comm_t *c, int layer, float *buf, transport_t *
     return TERSE_OK;
 }
 
+/* One call on a host buffer, its arguments checked. */
+static terse_status_t allreduce_host(terse_comm_t *c, int layer, float *buf)
+{
+    TERSE_CHECK(lgreco_maybe_decide(c));
+    TERSE_CHECK(c->hier.on ? hier_allreduce(c, layer, buf) : engine_flat(c, layer, buf, &c->tp, c->headers));
+    return auto_maybe_decide(c, &c->layers[layer]);
+}
+
+/* device=cuda: TERSE_ERR_ARG unless each of the n buffers of a call is device memory (an
+ * empty layer's may be anything). */
+static terse_status_t check_device_bufs(terse_comm_t *c, int n, const int *layers, float *const *bufs,
+                                        const char *fn)
+{
+    for (int i = 0; c->cfg.device == CONFIG_DEVICE_CUDA && i < n; i++) {
+        char what[48];
+        snprintf(what, sizeof what, n == 1 ? "buf" : "bufs[%d]", i);
+        if (c->layers[layers[i]].count > 0) TERSE_CHECK(device_check_pointer(bufs[i], fn, what));
+    }
+    return TERSE_OK;
+}
+
+/* The layers' device buffers to their host mirrors (to = 1) or back (to = 0). */
+static terse_status_t stage(terse_comm_t *c, int n, const int *layers, float *const *bufs, int to)
+{
+    for (int i = 0; i < n; i++) {
+        layer_t *l = &c->layers[layers[i]];
+        const size_t bytes = l->count * sizeof(float);
+        TERSE_CHECK(to ? device_to_host(c->dev, c->dev_stream, l->host, bufs[i], bytes)
+                       : device_from_host(c->dev, c->dev_stream, bufs[i], l->host, bytes));
+    }
+    return TERSE_OK;
+}
+
 static terse_status_t allreduce_one(terse_comm_t *c, int layer, float *buf)
 {
     TERSE_CHECK(check_layer(c, layer, "terse_allreduce"));
@@ -255,9 +289,12 @@ static terse_status_t allreduce_one(terse_comm_t *c, int layer, float *buf)
     if (!buf && l->count > 0)
         return terse_error(TERSE_ERR_ARG, "terse_allreduce: buf is NULL for layer %d of %zu elements",
                            layer, l->count);
-    TERSE_CHECK(lgreco_maybe_decide(c));
-    TERSE_CHECK(c->hier.on ? hier_allreduce(c, layer, buf) : engine_flat(c, layer, buf, &c->tp, c->headers));
-    return auto_maybe_decide(c, l);
+    if (c->cfg.device != CONFIG_DEVICE_CUDA) return allreduce_host(c, layer, buf);
+    /* staged through the pinned mirror: the buffer changes only when the call succeeds */
+    TERSE_CHECK(check_device_bufs(c, 1, &layer, &buf, "terse_allreduce"));
+    TERSE_CHECK(stage(c, 1, &layer, &buf, 1));
+    TERSE_CHECK(allreduce_host(c, layer, l->host));
+    return stage(c, 1, &layer, &buf, 0);
 }
 
 terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf)
@@ -276,6 +313,7 @@ terse_status_t terse_iallreduce(terse_comm_t *c, int layer, float *buf, terse_re
         s = terse_error(TERSE_ERR_ARG, "terse_iallreduce: buf is NULL for layer %d of %zu elements", layer,
                         c->layers[layer].count);
     if (s == TERSE_OK && !req) s = terse_error(TERSE_ERR_ARG, "terse_iallreduce: req is NULL");
+    if (s == TERSE_OK) s = check_device_bufs(c, 1, &layer, &buf, "terse_iallreduce");
     if (s == TERSE_OK) s = progress_start(c, layer, buf, allreduce_one, req);
     guard_leave(c);
     return s;
@@ -306,9 +344,19 @@ static terse_status_t allreduce_many(terse_comm_t *c, int n, const int *layers, 
             return terse_error(TERSE_ERR_ARG, "terse_allreduce_many: bufs[%d] is NULL for layer %d of %zu elements",
                                i, layers[i], c->layers[layers[i]].count);
     }
+    TERSE_CHECK(check_device_bufs(c, n, layers, bufs, "terse_allreduce_many"));
     for (int i = 0; i < n;) {
         const int k = fuse_bucket(c, n - i, layers + i);
-        TERSE_CHECK(k > 1 ? fuse_run(c, k, layers + i, bufs + i) : allreduce_one(c, layers[i], bufs[i]));
+        if (k == 1) TERSE_CHECK(allreduce_one(c, layers[i], bufs[i]));
+        else if (c->cfg.device != CONFIG_DEVICE_CUDA) TERSE_CHECK(fuse_run(c, k, layers + i, bufs + i));
+        else {
+            /* a bucket holds each layer once, so its layers' mirrors are distinct */
+            float *host[FUSE_MAX_LAYERS];
+            for (int j = 0; j < k; j++) host[j] = c->layers[layers[i + j]].host;
+            TERSE_CHECK(stage(c, k, layers + i, bufs + i, 1));
+            TERSE_CHECK(fuse_run(c, k, layers + i, host));
+            TERSE_CHECK(stage(c, k, layers + i, bufs + i, 0));
+        }
         i += k;
     }
     return TERSE_OK;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device.h"
 #include "internal.h"
 #include "terse_mpi.h"
 #include "transport_mpi.h"
@@ -23,31 +24,54 @@ static terse_status_t check_mpi_usable(void)
     return TERSE_OK;
 }
 
-static terse_status_t comm_create(MPI_Comm comm, const terse_config_t *cfg, int owns_mpi,
-                                  terse_comm_t **out)
+/* Whether every rank passed ok = 1; when one did not, a message naming the first such rank
+ * replaces a local success's (a failing rank keeps its own message). */
+static terse_status_t agree_ok(terse_comm_t *c, terse_status_t mine, const char *what)
 {
-    terse_comm_t *c = calloc(1, sizeof *c);
-    if (!c) return terse_error(TERSE_ERR_NOMEM, "communicator: out of memory");
-    c->cfg = *cfg;
-    terse_status_t s = transport_mpi_create(comm, &c->tp);
-    if (s != TERSE_OK) {
-        free(c);
-        return s;
+    uint64_t *all = calloc((size_t)c->tp.size, sizeof *all);
+    if (!all) return terse_error(TERSE_ERR_NOMEM, "communicator: out of memory");
+    terse_status_t s = transport_allgather_u64(&c->tp, (uint64_t)(int64_t)mine, all);
+    for (int r = 0; s == TERSE_OK && r < c->tp.size; r++) {
+        if (all[r] == (uint64_t)(int64_t)TERSE_OK) continue;
+        s = mine != TERSE_OK ? mine
+                             : terse_error((terse_status_t)(int64_t)all[r], "%s failed on rank %d (see its message)", what, r);
     }
+    free(all);
+    return s;
+}
+
+terse_status_t comm_finish(terse_comm_t *c)
+{
     c->headers = calloc((size_t)c->tp.size * HDR_WORDS, sizeof *c->headers);
-    if (!c->headers) {
-        c->tp.ops->destroy(&c->tp);
-        free(c);
-        return terse_error(TERSE_ERR_NOMEM, "communicator: out of memory");
+    terse_status_t s = c->headers ? TERSE_OK : terse_error(TERSE_ERR_NOMEM, "communicator: out of memory");
+    /* every rank learns whether every rank has its device, before anything else collective */
+    if (c->cfg.device == CONFIG_DEVICE_CUDA) {
+        int dev = 0;
+        s = agree_ok(c, s == TERSE_OK ? device_current("creating the communicator", &dev) : s, "finding the CUDA device");
+        if (c->over_mpi) c->dev = dev; /* NCCL's is its communicator's device, set before */
     }
-    s = hier_setup(c);
-    if (s == TERSE_OK && cfg->threads > 1) s = pool_create(cfg->threads, cfg->bind == CONFIG_BIND_AUTO, &c->pool);
+    if (s == TERSE_OK && c->over_mpi) s = hier_setup(c);
+    if (s == TERSE_OK && c->cfg.threads > 1) s = pool_create(c->cfg.threads, c->cfg.bind == CONFIG_BIND_AUTO, &c->pool);
     if (s == TERSE_OK) s = guard_add(c);
     if (s != TERSE_OK) {
         pool_destroy(c->pool);
         hier_destroy(c);
         free(c->headers);
         c->tp.ops->destroy(&c->tp);
+    }
+    return s;
+}
+
+static terse_status_t comm_create(MPI_Comm comm, const terse_config_t *cfg, int owns_mpi,
+                                  terse_comm_t **out)
+{
+    terse_comm_t *c = calloc(1, sizeof *c);
+    if (!c) return terse_error(TERSE_ERR_NOMEM, "communicator: out of memory");
+    c->cfg = *cfg;
+    c->over_mpi = 1;
+    terse_status_t s = transport_mpi_create(comm, &c->tp);
+    if (s == TERSE_OK) s = comm_finish(c);
+    if (s != TERSE_OK) {
         free(c);
         return s;
     }
@@ -138,6 +162,7 @@ void layer_free(layer_t *l)
     free(l->ws_dense);
     free(l->node_sum);
     free(l->ws_node);
+    device_host_free(l->host);
     if (l->lg) free(l->lg->acc);
     free(l->lg);
     memset(l, 0, sizeof *l);

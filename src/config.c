@@ -45,9 +45,10 @@ static const char *const reduce_words[] = {"mean", "sum", NULL};
 static const char *const hier_words[] = {"auto", "on", "off", NULL};
 static const char *const bind_words[] = {"auto", "none", NULL};
 static const char *const nonfinite_words[] = {"error", "skip", "pass", NULL};
+static const char *const device_words[] = {"cpu", "cuda", NULL};
 
 static const char accepted_keys[] =
-    "compressor, feedback, adapt, min_size, reduce, threads, hier, bind, nonfinite, fuse";
+    "compressor, feedback, adapt, min_size, reduce, threads, hier, bind, nonfinite, fuse, device";
 static const char per_layer_keys[] = "compressor, feedback, adapt, min_size, reduce, nonfinite";
 
 static void method_set(method_spec_t *m, const method_def_t *def)
@@ -70,6 +71,7 @@ void config_defaults(terse_config_t *cfg)
     cfg->nonfinite = CONFIG_NONFINITE_ERROR;
     cfg->auto_trials = 0;
     cfg->fuse = CONFIG_FUSE_DEFAULT;
+    cfg->device = CONFIG_DEVICE_CPU;
 }
 
 /* Copies the trimmed text [b, e) into out (len bytes); 0 if it does not fit. */
@@ -362,7 +364,8 @@ static terse_status_t parse_item(terse_config_t *cfg, const char *item, int per_
         TERSE_CHECK(parse_word(key, value, nonfinite_words, &w));
         cfg->nonfinite = (config_nonfinite_t)w;
     } else if (per_layer && (strcmp(key, "threads") == 0 || strcmp(key, "hier") == 0 ||
-                             strcmp(key, "bind") == 0 || strcmp(key, "fuse") == 0)) {
+                             strcmp(key, "bind") == 0 || strcmp(key, "fuse") == 0 ||
+                             strcmp(key, "device") == 0)) {
         return terse_error(TERSE_ERR_ARG,
                            "key '%s' applies to the whole communicator, not to one layer; "
                            "per-layer keys: %s", key, per_layer_keys);
@@ -377,6 +380,9 @@ static terse_status_t parse_item(terse_config_t *cfg, const char *item, int per_
         cfg->bind = (config_bind_t)w;
     } else if (strcmp(key, "fuse") == 0) {
         TERSE_CHECK(parse_bytes(key, value, CONFIG_FUSE_MAX, &cfg->fuse));
+    } else if (strcmp(key, "device") == 0) {
+        TERSE_CHECK(parse_word(key, value, device_words, &w));
+        cfg->device = (config_device_t)w;
     } else {
         return terse_error(TERSE_ERR_ARG, "unknown configuration key '%s' in '%s'; accepted keys: %s",
                            key, item, accepted_keys);
@@ -521,8 +527,8 @@ size_t config_format(const terse_config_t *cfg, char *buf, size_t len)
     config_format_method(&cfg->adapt, a, sizeof a);
     return (size_t)snprintf(buf, len,
                             "compressor=%s; feedback=%s; adapt=%s; min_size=%zu; reduce=%s; "
-                            "threads=%d; hier=%s; bind=%s; nonfinite=%s; fuse=%zu",
+                            "threads=%d; hier=%s; bind=%s; nonfinite=%s; fuse=%zu; device=%s",
                             c, f, a, cfg->min_size, reduce_words[cfg->reduce], cfg->threads,
                             hier_words[cfg->hier], bind_words[cfg->bind],
-                            nonfinite_words[cfg->nonfinite], cfg->fuse);
+                            nonfinite_words[cfg->nonfinite], cfg->fuse, device_words[cfg->device]);
 }

@@ -17,6 +17,7 @@ typedef enum { CONFIG_REDUCE_MEAN, CONFIG_REDUCE_SUM } config_reduce_t;
 typedef enum { CONFIG_HIER_AUTO, CONFIG_HIER_ON, CONFIG_HIER_OFF } config_hier_t;
 typedef enum { CONFIG_BIND_AUTO, CONFIG_BIND_NONE } config_bind_t;
 typedef enum { CONFIG_NONFINITE_ERROR, CONFIG_NONFINITE_SKIP, CONFIG_NONFINITE_PASS } config_nonfinite_t;
+typedef enum { CONFIG_DEVICE_CPU, CONFIG_DEVICE_CUDA } config_device_t;
 
 typedef struct {
     method_spec_t compressor, feedback, adapt;
@@ -33,6 +34,10 @@ typedef struct {
     /* fuse=BYTES: terse_allreduce_many fuses runs of layers whose gradients total at most
      * this many bytes into one exchange (src/fuse.c); 0: every layer alone. */
     size_t fuse;
+    /* device=cpu|cuda: where the buffers handed to the allreduce calls live. cuda: in GPU
+     * memory (src/device.c stages them through pinned host memory for the engine). A
+     * communicator over NCCL is always cuda. */
+    config_device_t device;
 } terse_config_t;
 
 #define CONFIG_FUSE_DEFAULT ((size_t)16 << 20)
@@ -43,7 +48,7 @@ extern const method_def_t adapt_registry[];
 extern const size_t adapt_registry_len;
 
 /* The defaults: compressor=none; feedback=none; adapt=none; min_size=1024; reduce=mean;
- * threads=1; hier=auto; bind=auto; nonfinite=error; fuse=16M. */
+ * threads=1; hier=auto; bind=auto; nonfinite=error; fuse=16M; device=cpu. */
 void config_defaults(terse_config_t *cfg);
 
 /* Applies the items of `text` on top of *cfg. `per_layer` restricts the keys to those that

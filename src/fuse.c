@@ -25,7 +25,6 @@
 #include "internal.h"
 #include "transport_batch.h"
 
-#define FUSE_MAX_LAYERS 128
 #define FUSE_STACK_BYTES ((size_t)256 << 10)
 
 typedef struct {

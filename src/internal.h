@@ -46,6 +46,8 @@ typedef struct {
 
     auto_rec_t autorec;            /* compressor=auto: the trials and the choice             */
 
+    float *host;                   /* device=cuda: the pinned host mirror of the buffer      */
+
     uint64_t calls, skipped;
     terse_stats_t last;            /* figures of the last call                             */
     uint64_t total_sent;
@@ -95,7 +97,17 @@ struct terse_comm {
     lgreco_comm_t lg;
     progress_t *progress;          /* terse_iallreduce's thread and requests, or NULL     */
     fuse_t *fuse;                  /* terse_allreduce_many's fibers and staging, or NULL  */
+    int over_mpi;                  /* the transport is MPI (else NCCL)                      */
+    int dev;                       /* device=cuda: the CUDA device of the buffers           */
+    void *dev_stream;              /* device=cuda: the stream of the staging copies (NCCL:
+                                      the caller's; MPI: NULL, the legacy default stream)   */
 };
+
+/* Finishes a communicator whose configuration and transport are set (c->cfg, c->tp,
+ * c->over_mpi; over NCCL also c->dev and c->dev_stream): headers, hier (MPI only), the device, worker threads, the
+ * guard. Collective: every rank learns whether every rank succeeded. On failure frees what
+ * it made and destroys the transport; the caller frees c. */
+terse_status_t comm_finish(terse_comm_t *c);
 
 /* The header every rank contributes before an exchange (words of uint64). */
 enum { HDR_MAGIC, HDR_LAYER, HDR_COUNT, HDR_FINGERPRINT, HDR_CALL, HDR_PLAN, HDR_FLAGS, HDR_WIRE,
@@ -199,6 +211,8 @@ int fuse_bucket(const terse_comm_t *c, int n, const int *layers);
  * terse_allreduce would make it, their collectives fused. Returns the first error in list
  * order; the other layers of the bucket complete. */
 terse_status_t fuse_run(terse_comm_t *c, int k, const int *layers, float *const *bufs);
+/* The most layers in one bucket. */
+#define FUSE_MAX_LAYERS 128
 void fuse_destroy(fuse_t *f);
 
 /* ---- The hierarchical protocol (src/hier_comm.c, src/allreduce_hier.c) ---- */

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device.h"
 #include "internal.h"
 #include "node_reduce.h"
 
@@ -151,13 +152,15 @@ static terse_status_t layer_add(terse_comm_t *c, const char *name, size_t rows, 
         const proto_shape_t dshape = {&codec_none_ops, layer_no_params, rows, cols, count, n};
         l.ws_dense = malloc(protocol_dense.workspace_bytes(&dshape));
     }
+    if (c->cfg.device == CONFIG_DEVICE_CUDA) l.host = device_host_alloc(count * sizeof(float));
     const int leads = c->hier.on && c->hier.lay.local_rank == 0;
     if (c->hier.on) {
         l.node_sum = leads ? alloc_floats(count) : NULL;
         l.ws_node = malloc(node_reduce_workspace(c->hier.lay.local_size));
     }
     if (!l.state || !l.p || (l.fb->needs_delta && !l.delta) || !l.agg || !l.ws || !l.scratch ||
-        ((l.fb->may_send_uncompressed || auto_on(&l)) && !l.ws_dense) || (c->hier.on && (!l.ws_node || (leads && !l.node_sum)))) {
+        ((l.fb->may_send_uncompressed || auto_on(&l)) && !l.ws_dense) ||
+        (c->cfg.device == CONFIG_DEVICE_CUDA && !l.host) || (c->hier.on && (!l.ws_node || (leads && !l.node_sum)))) {
         layer_free(&l);
         return terse_error(TERSE_ERR_NOMEM, "terse_layer_add: out of memory for a layer of %zu elements",
                            count);

@@ -136,7 +136,7 @@ terse_status_t progress_start(terse_comm_t *c, int layer, float *buf,
     r->layer = layer;
     r->buf = buf;
 
-    const int inline_call = !thread_level_allows_progress();
+    const int inline_call = c->over_mpi && !thread_level_allows_progress();
     if (inline_call) {
         /* only this thread may call MPI: run the call now, no overlap */
         run_one(p, r);

@@ -14,7 +14,7 @@
  *   uint64 checksum (FNV-1a of every byte before it)
  * Version 1 files (no plan) still load; their adapted layers start from the uniform plan.
  * Version 1 and 2 files (no auto record) load with the trials of compressor=auto to come.
- * Both operations are collective and all-or-nothing across ranks: an MPI_Allreduce of a
+ * Both operations are collective and all-or-nothing across ranks: an allgather of a
  * success flag decides whether the temporary files are renamed (save) or the parsed state
  * is applied (load). The ranks' files must hold the same step; a rank left with the older
  * file by a job that died between the ranks' renames takes its complete "<file>.tmp". */
@@ -22,14 +22,12 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
-#include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "internal.h"
-#include "transport_mpi.h"
 
 #define STATE_VERSION 3u
 static const char state_magic[8] = "TERSEST";
@@ -79,17 +77,21 @@ static void layer_labels(const layer_t *l, char codec[128], char feedback[64])
 /* 1 on every rank if ok is 1 on every rank. */
 static int all_ok(terse_comm_t *c, int ok)
 {
-    int all = ok;
-    if (MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, transport_mpi_comm(&c->tp)) != MPI_SUCCESS) return 0;
-    return all;
+    uint64_t *all = calloc((size_t)c->tp.size, sizeof *all);
+    int every = all && transport_allgather_u64(&c->tp, (uint64_t)ok, all) == TERSE_OK;
+    for (int r = 0; every && r < c->tp.size; r++) every = all[r] == 1;
+    free(all);
+    return every;
 }
 
 /* 1 on every rank if every rank passes the same step. */
 static int steps_agree(terse_comm_t *c, uint64_t step)
 {
-    uint64_t v[2] = {step, ~step}, max[2];
-    if (MPI_Allreduce(v, max, 2, MPI_UINT64_T, MPI_MAX, transport_mpi_comm(&c->tp)) != MPI_SUCCESS) return 0;
-    return max[0] == ~max[1]; /* the largest step equals the smallest */
+    uint64_t *all = calloc((size_t)c->tp.size, sizeof *all);
+    int same = all && transport_allgather_u64(&c->tp, step, all) == TERSE_OK;
+    for (int r = 0; same && r < c->tp.size; r++) same = all[r] == step;
+    free(all);
+    return same;
 }
 
 static terse_status_t rank_path(const terse_comm_t *c, const char *path, const char *suffix,
@@ -346,8 +348,11 @@ static terse_status_t load_file(const terse_comm_t *c, const char *file, loaded_
  * reduction fails. */
 static uint64_t newest_step(terse_comm_t *c, int have, uint64_t step)
 {
-    uint64_t mine = have ? step : 0, newest = UINT64_MAX;
-    MPI_Allreduce(&mine, &newest, 1, MPI_UINT64_T, MPI_MAX, transport_mpi_comm(&c->tp));
+    uint64_t *all = calloc((size_t)c->tp.size, sizeof *all);
+    uint64_t newest = UINT64_MAX;
+    if (all && transport_allgather_u64(&c->tp, have ? step : 0, all) == TERSE_OK)
+        for (int r = 0; r < c->tp.size; r++) newest = r == 0 || all[r] > newest ? all[r] : newest;
+    free(all);
     return newest;
 }
 

@@ -9,6 +9,12 @@
 
 #include "terse.h"
 #include "terse_topology.h"
+#if TERSE_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+#if TERSE_HAVE_NCCL
+#include <nccl.h>
+#endif
 
 /* The build defines these to 0 or 1; a stand-alone compile describes an MPI-only build. */
 #ifndef TERSE_HAVE_NCCL
@@ -85,8 +91,29 @@ static void print_version_and_backends(void)
     mpi_library_line(mpi, sizeof mpi);
     printf("backends:\n");
     printf("  MPI:  yes (%s)\n", mpi);
-    printf("  NCCL: %s\n", TERSE_HAVE_NCCL ? "yes" : "no (built without NCCL)");
-    printf("  CUDA: %s\n", TERSE_HAVE_CUDA ? "yes" : "no (built without CUDA)");
+#if TERSE_HAVE_NCCL
+    int nv = 0;
+    ncclGetVersion(&nv);
+    printf("  NCCL: yes (library %d.%d.%d)\n", nv / 10000, nv / 100 % 100, nv % 100);
+#else
+    printf("  NCCL: no (built without NCCL)\n");
+#endif
+#if TERSE_HAVE_CUDA
+    int rt = 0, n = 0;
+    cudaRuntimeGetVersion(&rt);
+    cudaError_t e = cudaGetDeviceCount(&n);
+    printf("  CUDA: yes (runtime %d.%d); devices: ", rt / 1000, rt % 1000 / 10);
+    if (e != cudaSuccess) printf("none usable (%s)\n", cudaGetErrorString(e));
+    else printf("%d\n", n);
+    for (int d = 0; e == cudaSuccess && d < n; d++) {
+        struct cudaDeviceProp p;
+        if (cudaGetDeviceProperties(&p, d) == cudaSuccess)
+            printf("    %d: %s, compute capability %d.%d, %.1f GiB\n", d, p.name, p.major, p.minor,
+                   (double)p.totalGlobalMem / (1u << 30));
+    }
+#else
+    printf("  CUDA: no (built without CUDA)\n");
+#endif
 }
 
 /* Rank 0's report, once the communicator exists. */

@@ -272,6 +272,34 @@ static void learning_rate(void)
     terse_comm_destroy(out);
 }
 
+/* device=cuda: where CUDA has no usable device (or terse was built without it), creation is
+ * TERSE_ERR_UNSUPPORTED on every rank with a message that says why, and MPI stays usable;
+ * where it has one, a host buffer is refused. */
+static void device_buffers(void)
+{
+    terse_comm_t *c = NULL;
+    terse_status_t s = terse_comm_create_mpi(MPI_COMM_WORLD, "device=cuda", &c);
+    EXPECT(mpitest_same_on_all((uint64_t)(int64_t)s), "device=cuda: ranks disagree on the status %d", s);
+    if (s == TERSE_OK) {
+        int id = -1;
+        float x[4] = {1, 2, 3, 4};
+        EXPECT(terse_layer_add(c, "x", 4, 1, NULL, &id) == TERSE_OK, "%s", terse_last_error());
+        EXPECT(terse_allreduce(c, id, x) == TERSE_ERR_ARG && x[2] == 3, "a host buffer on device=cuda: %s",
+               terse_last_error());
+        terse_comm_destroy(c);
+    } else {
+        EXPECT(s == TERSE_ERR_UNSUPPORTED && c == NULL && strstr(terse_last_error(), "CUDA"),
+               "device=cuda without a device: %d: %s", s, terse_last_error());
+    }
+    /* a plain communicator works afterwards */
+    int id = -1;
+    float x[4] = {1, 2, 3, 4};
+    EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, NULL, &c) == TERSE_OK && terse_layer_add(c, "x", 4, 1, NULL, &id) == TERSE_OK &&
+               terse_allreduce(c, id, x) == TERSE_OK && x[3] == 4,
+           "after device=cuda: %s", terse_last_error());
+    terse_comm_destroy(c);
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -283,6 +311,7 @@ int main(int argc, char **argv)
     nonfinite("error");
     nonfinite("skip");
     learning_rate();
+    device_buffers();
     /* a communicator left alive across MPI_Finalize */
     terse_comm_t *late = NULL;
     int lid = -1;

@@ -110,7 +110,7 @@ START_TEST(config_defaults_match_the_documented_defaults)
     ck_assert_int_eq(cfg.nonfinite, CONFIG_NONFINITE_ERROR);
     ck_assert_str_eq(format_of(&cfg).s,
                      "compressor=none; feedback=none; adapt=none; min_size=1024; reduce=mean; "
-                     "threads=1; hier=auto; bind=auto; nonfinite=error; fuse=16777216");
+                     "threads=1; hier=auto; bind=auto; nonfinite=error; fuse=16777216; device=cpu");
     ck_assert_uint_eq(cfg.fuse, 16u << 20);
     ck_assert_int_eq(config_check_supported(&cfg), TERSE_OK);
 }
@@ -139,7 +139,7 @@ START_TEST(config_parses_every_key)
 {
     terse_config_t cfg = parsed("compressor=fp16; feedback=ef; adapt=lgreco:period=7; "
                                 "min_size=4096; reduce=sum; threads=4; hier=off; bind=none; "
-                                "nonfinite=skip; fuse=3M");
+                                "nonfinite=skip; fuse=3M; device=cuda");
     ck_assert_str_eq(cfg.compressor.def->name, "fp16");
     ck_assert_str_eq(cfg.feedback.def->name, "ef");
     ck_assert_str_eq(cfg.adapt.def->name, "lgreco");
@@ -151,6 +151,8 @@ START_TEST(config_parses_every_key)
     ck_assert_int_eq(cfg.bind, CONFIG_BIND_NONE);
     ck_assert_int_eq(cfg.nonfinite, CONFIG_NONFINITE_SKIP);
     ck_assert_uint_eq(cfg.fuse, 3u << 20);
+    ck_assert_int_eq(cfg.device, CONFIG_DEVICE_CUDA);
+    ck_assert_int_eq(parsed("device=cpu").device, CONFIG_DEVICE_CPU);
 
     ck_assert_int_eq(parsed("reduce=mean").reduce, CONFIG_REDUCE_MEAN);
     ck_assert_int_eq(parsed("hier=on").hier, CONFIG_HIER_ON);
@@ -412,6 +414,7 @@ static const bad_case_t bad_cases[] = {
     {"fuse=M", "'M'", "a byte count"},
     {"fuse=1025G", "'1025G'", "a byte count"},
     {"fuse=12T", "'12T'", "a byte count"},
+    {"device=gpu", "'gpu'", "cpu, cuda"},
     /* not a number */
     {"compressor=topk:density=abc", "'density=abc'", "density (number in (0, 1])"},
     {"compressor=topk:density=0.1x", "'density=0.1x'", "density (number"},
@@ -474,6 +477,7 @@ START_TEST(config_per_layer_rejects_communicator_keys)
         {"hier=off", "'hier'"},
         {"bind=none", "'bind'"},
         {"fuse=1M", "'fuse'"},
+        {"device=cuda", "'device'"},
         {"compressor=fp16; threads=2", "'threads'"},
     };
     terse_config_t cfg = parsed("compressor=topk:k=3; min_size=11");
@@ -529,7 +533,7 @@ START_TEST(env_overrides_follow_string_then_config_then_single_keys)
     ck_assert_int_eq(cfg.reduce, CONFIG_REDUCE_SUM);
     ck_assert_str_eq(format_of(&cfg).s,
                      "compressor=topk:k=5; feedback=ef; adapt=none; min_size=7; reduce=sum; "
-                     "threads=1; hier=auto; bind=auto; nonfinite=error; fuse=16777216");
+                     "threads=1; hier=auto; bind=auto; nonfinite=error; fuse=16777216; device=cpu");
     env_clear();
     ck_assert_int_eq(config_resolve("compressor=fp16", &cfg), TERSE_OK);
     ck_assert_str_eq(cfg.compressor.def->name, "fp16");

@@ -1,0 +1,42 @@
+/* Buffers in GPU memory: what the engine needs of the CUDA runtime to serve a communicator
+ * whose buffers live on the device (device=cuda, and every NCCL communicator).
+ *
+ * The engine runs on host memory. A call on device buffers is staged: the gradient is
+ * copied to the layer's pinned host mirror (sized once, at terse_layer_add), the call runs
+ * there exactly as it would on the CPU, and the result is copied back. The copies run on the
+ * communicator's stream (the caller's stream for NCCL, the legacy default stream for MPI,
+ * which waits for the work queued on blocking streams) and the call waits for them, so a
+ * call returns with the result in place, as on the CPU.
+ *
+ * Every function compiles without CUDA; in a build without it, or on a machine without a
+ * usable device, they answer TERSE_ERR_UNSUPPORTED with the reason. */
+#ifndef TERSE_DEVICE_H
+#define TERSE_DEVICE_H
+
+#include <stddef.h>
+
+#include "terse.h"
+
+/* 1 when this build has CUDA (meson -Dcuda), else 0. */
+int device_built(void);
+
+/* The device the calling thread uses (cudaGetDevice), after checking that CUDA has a
+ * usable device: TERSE_ERR_UNSUPPORTED naming why not (built without CUDA, no driver, no
+ * device). `fn` names the public call for the message. */
+terse_status_t device_current(const char *fn, int *dev);
+
+/* TERSE_ERR_ARG unless p is device (or managed) memory: `what` names the argument. */
+terse_status_t device_check_pointer(const void *p, const char *fn, const char *what);
+
+/* Pinned host memory of `bytes` bytes (at least 1), for a layer's mirror; NULL when out of
+ * memory or without CUDA. */
+void *device_host_alloc(size_t bytes);
+void device_host_free(void *p);
+
+/* Copies between device memory and host memory on `stream` on device `dev` (the calling
+ * thread is switched to it first: the progress thread runs calls too) and waits for the
+ * copy. TERSE_ERR_BACKEND with CUDA's words on failure. */
+terse_status_t device_to_host(int dev, void *stream, void *host, const void *d, size_t bytes);
+terse_status_t device_from_host(int dev, void *stream, void *d, const void *host, size_t bytes);
+
+#endif
