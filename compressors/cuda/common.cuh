@@ -3,6 +3,12 @@
 #ifndef TERSE_CUDA_COMMON_CUH
 #define TERSE_CUDA_COMMON_CUH
 
+/* The shared C headers (codec.h and the codecs' own) use C's restrict, which C++ spells
+ * __restrict__: every .cu file includes this header before them. */
+#ifndef restrict
+#define restrict __restrict__
+#endif
+
 #include <cuda_runtime.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -17,11 +17,6 @@
 #include <math.h>
 #include <string.h>
 
-/* The shared C headers (codec.h, feedback.h) use C's restrict, which C++ spells __restrict__. */
-#ifndef restrict
-#define restrict __restrict__
-#endif
-
 #include "common.cuh"
 #include "dfeedback.h"
 

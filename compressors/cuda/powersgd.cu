@@ -65,11 +65,6 @@
 
 #include <cublas_v2.h>
 
-/* The shared C headers (codec.h) use C's restrict, which C++ spells __restrict__. */
-#ifndef restrict
-#define restrict __restrict__
-#endif
-
 #include "common.cuh"
 extern "C" {
 #include "powersgd.h"

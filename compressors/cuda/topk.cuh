@@ -13,11 +13,6 @@
 #ifndef TERSE_CUDA_TOPK_CUH
 #define TERSE_CUDA_TOPK_CUH
 
-/* The shared C headers (codec.h, topk.h) use C's restrict, which C++ spells __restrict__. */
-#ifndef restrict
-#define restrict __restrict__
-#endif
-
 #include "common.cuh"
 
 /* Every magnitude key, NaN included; and the keys of non-NaN magnitudes (+Inf is the top). */
