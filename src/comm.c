@@ -24,8 +24,9 @@ static terse_status_t check_mpi_usable(void)
     return TERSE_OK;
 }
 
-/* Whether every rank passed ok = 1; when one did not, a message naming the first such rank
- * replaces a local success's (a failing rank keeps its own message). */
+/* TERSE_OK when every rank's `mine` is TERSE_OK. Otherwise every rank fails: a failing rank
+ * with its own status and message, the others with the first failing rank's status and a
+ * message that names that rank. Collective. */
 static terse_status_t agree_ok(terse_comm_t *c, terse_status_t mine, const char *what)
 {
     uint64_t *all = calloc((size_t)c->tp.size, sizeof *all);
