@@ -130,6 +130,9 @@ TERSE_API terse_status_t terse_layer_add(terse_comm_t *c, const char *name, size
  * (rows*cols floats); on return it holds the aggregated estimate of the mean gradient over
  * all ranks (or the sum with reduce=sum), bitwise identical on every rank. Collective: every
  * rank calls it with the same layer. The layer's error-feedback state is updated.
+ * On a communicator with device=cuda (or one over NCCL) buf is device memory: it is copied
+ * to the layer's pinned host mirror, reduced there, and the result copied back before the
+ * call returns (docs/gpu.md); a host pointer there is TERSE_ERR_ARG and is not touched.
  * With adapt=lgreco, the first call of a step at which a decision is due (every `period`
  * steps of terse_step_end) first takes the decision: rank 0 measures the candidates and
  * broadcasts the plan, and every layer's parameter changes from this call on.
