@@ -6,7 +6,14 @@
  * broadcast per rank and alltoallv a send and a receive per peer, each set inside one
  * ncclGroupStart/ncclGroupEnd so that NCCL runs them as one operation; a rank's block to
  * itself is a device copy. The staging buffers grow to the largest message seen, with half
- * again in reserve, so that steady state allocates nothing. */
+ * again in reserve, so that steady state allocates nothing.
+ *
+ * Each collective runs on the communicator's device and gives the calling thread its own
+ * current device back. It waits by polling the stream and NCCL's asynchronous error, so that
+ * a failed peer or network is TERSE_ERR_BACKEND rather than a wait that never ends (the
+ * caller then owns the NCCL communicator's abort: terse did not create it). Blocking NCCL
+ * communicators only: a non-blocking one's ncclInProgress is reported as a failure. */
+#include <sched.h>
 #include <stdlib.h>
 
 #include "error.h"
@@ -48,14 +55,26 @@ static terse_status_t reserve(void **buf, size_t *cap, size_t need)
     return TERSE_OK;
 }
 
-/* Enters the communicator's device and makes the staging buffers hold send and recv bytes. */
+/* Makes the staging buffers hold send and recv bytes. */
 static terse_status_t prepare(transport_t *t, size_t send, size_t recv)
 {
     nccl_impl_t *m = t->impl;
-    cudaError_t e = cudaSetDevice(m->dev);
-    if (e != cudaSuccess) return cuda_fail(e, "NCCL transport: selecting the device");
     TERSE_CHECK(reserve(&m->d_send, &m->send_cap, send));
     return reserve(&m->d_recv, &m->recv_cap, recv);
+}
+
+/* Runs the calling thread on the communicator's device; *old gets the device to go back to. */
+static terse_status_t enter(const nccl_impl_t *m, int *old)
+{
+    cudaError_t e = cudaGetDevice(old);
+    if (e == cudaSuccess && *old != m->dev) e = cudaSetDevice(m->dev);
+    return e == cudaSuccess ? TERSE_OK : cuda_fail(e, "NCCL transport: selecting the device");
+}
+
+static terse_status_t leave(const nccl_impl_t *m, int old, terse_status_t s)
+{
+    if (old != m->dev) cudaSetDevice(old);
+    return s;
 }
 
 static terse_status_t copy(nccl_impl_t *m, void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind)
@@ -65,15 +84,20 @@ static terse_status_t copy(nccl_impl_t *m, void *dst, const void *src, size_t by
     return e == cudaSuccess ? TERSE_OK : cuda_fail(e, "NCCL transport: staging copy");
 }
 
-/* Waits for the stream, and reports an error NCCL met on the way. */
+/* Waits for the stream, polling NCCL's asynchronous error meanwhile: a collective whose peer
+ * failed never completes, so waiting on the stream alone could wait for ever. */
 static terse_status_t finish(nccl_impl_t *m, const char *what)
 {
-    cudaError_t e = cudaStreamSynchronize(m->stream);
-    if (e != cudaSuccess) return cuda_fail(e, what);
-    ncclResult_t async = ncclSuccess;
-    ncclResult_t r = ncclCommGetAsyncError(m->comm, &async);
-    if (r != ncclSuccess) return nccl_fail(r, "ncclCommGetAsyncError");
-    return async == ncclSuccess ? TERSE_OK : nccl_fail(async, what);
+    for (;;) {
+        ncclResult_t async = ncclSuccess;
+        ncclResult_t r = ncclCommGetAsyncError(m->comm, &async);
+        if (r != ncclSuccess) return nccl_fail(r, "ncclCommGetAsyncError");
+        if (async != ncclSuccess) return nccl_fail(async, what);
+        cudaError_t e = cudaStreamQuery(m->stream);
+        if (e == cudaSuccess) return TERSE_OK;
+        if (e != cudaErrorNotReady) return cuda_fail(e, what);
+        sched_yield();
+    }
 }
 
 static size_t extent(const transport_t *t, const size_t *counts, const size_t *displs)
@@ -84,7 +108,7 @@ static size_t extent(const transport_t *t, const size_t *counts, const size_t *d
     return end;
 }
 
-static terse_status_t nccl_allgather(transport_t *t, const void *send, size_t bytes, void *recv)
+static terse_status_t run_allgather(transport_t *t, const void *send, size_t bytes, void *recv)
 {
     nccl_impl_t *m = t->impl;
     const size_t total = bytes * (size_t)t->size;
@@ -100,7 +124,14 @@ static terse_status_t nccl_allgather(transport_t *t, const void *send, size_t by
     return TERSE_OK;
 }
 
-static terse_status_t nccl_allgatherv(transport_t *t, const void *send, void *recv, const size_t *counts,
+static terse_status_t nccl_allgather(transport_t *t, const void *send, size_t bytes, void *recv)
+{
+    int old;
+    TERSE_CHECK(enter(t->impl, &old));
+    return leave(t->impl, old, run_allgather(t, send, bytes, recv));
+}
+
+static terse_status_t run_allgatherv(transport_t *t, const void *send, void *recv, const size_t *counts,
                                       const size_t *displs)
 {
     nccl_impl_t *m = t->impl;
@@ -121,7 +152,15 @@ static terse_status_t nccl_allgatherv(transport_t *t, const void *send, void *re
     return TERSE_OK;
 }
 
-static terse_status_t nccl_alltoallv(transport_t *t, const void *send, const size_t *scounts, const size_t *sdispls,
+static terse_status_t nccl_allgatherv(transport_t *t, const void *send, void *recv, const size_t *counts,
+                                      const size_t *displs)
+{
+    int old;
+    TERSE_CHECK(enter(t->impl, &old));
+    return leave(t->impl, old, run_allgatherv(t, send, recv, counts, displs));
+}
+
+static terse_status_t run_alltoallv(transport_t *t, const void *send, const size_t *scounts, const size_t *sdispls,
                                      void *recv, const size_t *rcounts, const size_t *rdispls)
 {
     nccl_impl_t *m = t->impl;
@@ -146,7 +185,15 @@ static terse_status_t nccl_alltoallv(transport_t *t, const void *send, const siz
     return TERSE_OK;
 }
 
-static terse_status_t nccl_bcast(transport_t *t, void *buf, size_t bytes, int root)
+static terse_status_t nccl_alltoallv(transport_t *t, const void *send, const size_t *scounts, const size_t *sdispls,
+                                     void *recv, const size_t *rcounts, const size_t *rdispls)
+{
+    int old;
+    TERSE_CHECK(enter(t->impl, &old));
+    return leave(t->impl, old, run_alltoallv(t, send, scounts, sdispls, recv, rcounts, rdispls));
+}
+
+static terse_status_t run_bcast(transport_t *t, void *buf, size_t bytes, int root)
 {
     nccl_impl_t *m = t->impl;
     TERSE_CHECK(prepare(t, 0, bytes));
@@ -161,13 +208,23 @@ static terse_status_t nccl_bcast(transport_t *t, void *buf, size_t bytes, int ro
     return TERSE_OK;
 }
 
+static terse_status_t nccl_bcast(transport_t *t, void *buf, size_t bytes, int root)
+{
+    int old;
+    TERSE_CHECK(enter(t->impl, &old));
+    return leave(t->impl, old, run_bcast(t, buf, bytes, root));
+}
+
 static void nccl_destroy(transport_t *t)
 {
     nccl_impl_t *m = t->impl;
     if (!m) return;
+    int old = m->dev;
+    cudaGetDevice(&old);
     cudaSetDevice(m->dev);
     cudaFree(m->d_send);
     cudaFree(m->d_recv);
+    cudaSetDevice(old);
     free(m);
     t->impl = NULL;
 }

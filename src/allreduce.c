@@ -265,7 +265,7 @@ static terse_status_t check_device_bufs(terse_comm_t *c, int n, const int *layer
     for (int i = 0; c->cfg.device == CONFIG_DEVICE_CUDA && i < n; i++) {
         char what[48];
         snprintf(what, sizeof what, n == 1 ? "buf" : "bufs[%d]", i);
-        if (c->layers[layers[i]].count > 0) TERSE_CHECK(device_check_pointer(bufs[i], fn, what));
+        if (c->layers[layers[i]].count > 0) TERSE_CHECK(device_check_pointer(bufs[i], c->dev, fn, what));
     }
     return TERSE_OK;
 }
@@ -354,8 +354,11 @@ static terse_status_t allreduce_many(terse_comm_t *c, int n, const int *layers, 
             float *host[FUSE_MAX_LAYERS];
             for (int j = 0; j < k; j++) host[j] = c->layers[layers[i + j]].host;
             TERSE_CHECK(stage(c, k, layers + i, bufs + i, 1));
-            TERSE_CHECK(fuse_run(c, k, layers + i, host));
+            /* the layers that completed keep their results even when another one failed, as
+             * on the CPU: a failed layer's mirror still holds its input */
+            const terse_status_t s = fuse_run(c, k, layers + i, host);
             TERSE_CHECK(stage(c, k, layers + i, bufs + i, 0));
+            TERSE_CHECK(s);
         }
         i += k;
     }

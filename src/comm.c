@@ -29,15 +29,16 @@ static terse_status_t check_mpi_usable(void)
  * message that names that rank. Collective. */
 static terse_status_t agree_ok(terse_comm_t *c, terse_status_t mine, const char *what)
 {
-    uint64_t *all = calloc((size_t)c->tp.size, sizeof *all);
-    if (!all) return terse_error(TERSE_ERR_NOMEM, "communicator: out of memory");
+    /* the header rows when they exist (no allocation that one rank alone could fail) */
+    uint64_t *all = c->headers ? c->headers : calloc((size_t)c->tp.size, sizeof *all);
+    if (!all) return mine != TERSE_OK ? mine : terse_error(TERSE_ERR_NOMEM, "communicator: out of memory");
     terse_status_t s = transport_allgather_u64(&c->tp, (uint64_t)(int64_t)mine, all);
     for (int r = 0; s == TERSE_OK && r < c->tp.size; r++) {
         if (all[r] == (uint64_t)(int64_t)TERSE_OK) continue;
         s = mine != TERSE_OK ? mine
                              : terse_error((terse_status_t)(int64_t)all[r], "%s failed on rank %d (see its message)", what, r);
     }
-    free(all);
+    if (all != c->headers) free(all);
     return s;
 }
 

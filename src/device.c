@@ -22,13 +22,34 @@ terse_status_t device_current(const char *fn, int *dev)
                            fn, cudaGetErrorString(e));
     if (n == 0) return terse_error(TERSE_ERR_UNSUPPORTED, "%s: buffers on a CUDA device, but this machine has none", fn);
     e = cudaGetDevice(dev);
-    return e == cudaSuccess ? TERSE_OK : cuda_fail(e, fn);
+    if (e == cudaSuccess) e = cudaFree(NULL); /* starts the context: the device is usable */
+    if (e != cudaSuccess)
+        return terse_error(TERSE_ERR_UNSUPPORTED, "%s: CUDA device %d is not usable: %s", fn, *dev,
+                           cudaGetErrorString(e));
+    return TERSE_OK;
 }
 
-terse_status_t device_check_pointer(const void *p, const char *fn, const char *what)
+/* Runs the calling thread on device dev; *old gets the device to go back to. */
+static cudaError_t enter_device(int dev, int *old)
+{
+    cudaError_t e = cudaGetDevice(old);
+    if (e == cudaSuccess && *old != dev) e = cudaSetDevice(dev);
+    return e;
+}
+
+static void leave_device(int dev, int old)
+{
+    if (old != dev) cudaSetDevice(old);
+}
+
+terse_status_t device_check_pointer(const void *p, int dev, const char *fn, const char *what)
 {
     struct cudaPointerAttributes a;
-    cudaError_t e = cudaPointerGetAttributes(&a, p);
+    int old = dev;
+    cudaError_t e = enter_device(dev, &old);
+    if (e != cudaSuccess) return cuda_fail(e, fn);
+    e = cudaPointerGetAttributes(&a, p);
+    leave_device(dev, old);
     if (e != cudaSuccess) {
         (void)cudaGetLastError(); /* older runtimes leave the error sticky for a host pointer */
         return terse_error(TERSE_ERR_ARG, "%s: %s %p is not CUDA memory (%s); the communicator has device=cuda",
@@ -37,6 +58,9 @@ terse_status_t device_check_pointer(const void *p, const char *fn, const char *w
     if (a.type != cudaMemoryTypeDevice && a.type != cudaMemoryTypeManaged)
         return terse_error(TERSE_ERR_ARG, "%s: %s %p is host memory, but the communicator has device=cuda: "
                            "pass device memory, or create the communicator with device=cpu", fn, what, p);
+    if (a.type == cudaMemoryTypeDevice && a.device != dev)
+        return terse_error(TERSE_ERR_ARG, "%s: %s %p is memory of CUDA device %d, but the communicator's device is %d",
+                           fn, what, p, a.device, dev);
     return TERSE_OK;
 }
 
@@ -56,9 +80,12 @@ static terse_status_t copy(int dev, void *stream, void *dst, const void *src, si
                            enum cudaMemcpyKind kind, const char *what)
 {
     if (bytes == 0) return TERSE_OK;
-    cudaError_t e = cudaSetDevice(dev);
-    if (e == cudaSuccess) e = cudaMemcpyAsync(dst, src, bytes, kind, (cudaStream_t)stream);
+    int old = dev;
+    cudaError_t e = enter_device(dev, &old);
+    if (e != cudaSuccess) return cuda_fail(e, what);
+    e = cudaMemcpyAsync(dst, src, bytes, kind, (cudaStream_t)stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize((cudaStream_t)stream);
+    leave_device(dev, old);
     return e == cudaSuccess ? TERSE_OK : cuda_fail(e, what);
 }
 
@@ -89,9 +116,10 @@ terse_status_t device_current(const char *fn, int *dev)
     return unbuilt(fn);
 }
 
-terse_status_t device_check_pointer(const void *p, const char *fn, const char *what)
+terse_status_t device_check_pointer(const void *p, int dev, const char *fn, const char *what)
 {
     (void)p;
+    (void)dev;
     (void)what;
     return unbuilt(fn);
 }

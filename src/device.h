@@ -20,22 +20,24 @@
 /* 1 when this build has CUDA (meson -Dcuda), else 0. */
 int device_built(void);
 
-/* The device the calling thread uses (cudaGetDevice), after checking that CUDA has a
- * usable device: TERSE_ERR_UNSUPPORTED naming why not (built without CUDA, no driver, no
- * device). `fn` names the public call for the message. */
+/* The device the calling thread uses (cudaGetDevice), after checking that it is usable (its
+ * context starts: a device in a prohibited compute mode or out of memory is not):
+ * TERSE_ERR_UNSUPPORTED naming why not (built without CUDA, no driver, no device). `fn`
+ * names the public call for the message. */
 terse_status_t device_current(const char *fn, int *dev);
 
-/* TERSE_ERR_ARG unless p is device (or managed) memory: `what` names the argument. */
-terse_status_t device_check_pointer(const void *p, const char *fn, const char *what);
+/* TERSE_ERR_ARG unless p is memory of device `dev` (device memory there, or managed):
+ * `what` names the argument. The caller's current device is left as it was. */
+terse_status_t device_check_pointer(const void *p, int dev, const char *fn, const char *what);
 
 /* Pinned host memory of `bytes` bytes (at least 1), for a layer's mirror; NULL when out of
  * memory or without CUDA. */
 void *device_host_alloc(size_t bytes);
 void device_host_free(void *p);
 
-/* Copies between device memory and host memory on `stream` on device `dev` (the calling
- * thread is switched to it first: the progress thread runs calls too) and waits for the
- * copy. TERSE_ERR_BACKEND with CUDA's words on failure. */
+/* Copies between device memory and host memory on `stream` on device `dev` and waits for
+ * the copy. The calling thread runs on `dev` meanwhile (the progress thread runs calls too)
+ * and gets its own current device back. TERSE_ERR_BACKEND with CUDA's words on failure. */
 terse_status_t device_to_host(int dev, void *stream, void *host, const void *d, size_t bytes);
 terse_status_t device_from_host(int dev, void *stream, void *d, const void *host, size_t bytes);
 

@@ -75,22 +75,22 @@ static void layer_labels(const layer_t *l, char codec[128], char feedback[64])
 }
 
 /* 1 on every rank if ok is 1 on every rank. */
+/* These agreements gather into the communicator's header rows (nranks * HDR_WORDS words,
+ * unused between calls), so that no rank can fail to allocate and skip the collective. */
 static int all_ok(terse_comm_t *c, int ok)
 {
-    uint64_t *all = calloc((size_t)c->tp.size, sizeof *all);
-    int every = all && transport_allgather_u64(&c->tp, (uint64_t)ok, all) == TERSE_OK;
+    uint64_t *all = c->headers;
+    int every = transport_allgather_u64(&c->tp, (uint64_t)ok, all) == TERSE_OK;
     for (int r = 0; every && r < c->tp.size; r++) every = all[r] == 1;
-    free(all);
     return every;
 }
 
 /* 1 on every rank if every rank passes the same step. */
 static int steps_agree(terse_comm_t *c, uint64_t step)
 {
-    uint64_t *all = calloc((size_t)c->tp.size, sizeof *all);
-    int same = all && transport_allgather_u64(&c->tp, step, all) == TERSE_OK;
+    uint64_t *all = c->headers;
+    int same = transport_allgather_u64(&c->tp, step, all) == TERSE_OK;
     for (int r = 0; same && r < c->tp.size; r++) same = all[r] == step;
-    free(all);
     return same;
 }
 
@@ -348,11 +348,9 @@ static terse_status_t load_file(const terse_comm_t *c, const char *file, loaded_
  * reduction fails. */
 static uint64_t newest_step(terse_comm_t *c, int have, uint64_t step)
 {
-    uint64_t *all = calloc((size_t)c->tp.size, sizeof *all);
-    uint64_t newest = UINT64_MAX;
-    if (all && transport_allgather_u64(&c->tp, have ? step : 0, all) == TERSE_OK)
+    uint64_t *all = c->headers, newest = UINT64_MAX;
+    if (transport_allgather_u64(&c->tp, have ? step : 0, all) == TERSE_OK)
         for (int r = 0; r < c->tp.size; r++) newest = r == 0 || all[r] > newest ? all[r] : newest;
-    free(all);
     return newest;
 }
 

@@ -5,6 +5,8 @@
 #ifndef TERSE_GPU_DEVICE_MODEL_H
 #define TERSE_GPU_DEVICE_MODEL_H
 
+#include <math.h>
+
 #include "../mpi/mpitest.h"
 #include "gpu_test.h"
 #include "terse.h"
@@ -55,7 +57,11 @@ static inline int gpu_model_add(terse_comm_t *c, int *ids)
 
 /* Runs `steps` steps of the model on host communicator hc (host buffers) and device
  * communicator dc (device buffers), alternating terse_allreduce_many, terse_allreduce per
- * layer and terse_iallreduce + terse_wait, and expects the same bits after every step. */
+ * layer and terse_iallreduce + terse_wait, and expects the same bits after every step.
+ * After step 2 the device communicator saves its state and loads it back (the agreements
+ * of save and load run over its transport). A last call has a NaN in one layer on rank 0:
+ * both fail alike, and every buffer, finished layers of the fused bucket included, holds
+ * the same bits on both. */
 static inline void gpu_model_compare(terse_comm_t *hc, terse_comm_t *dc, int steps, const char *what)
 {
     int hid[GPU_MODEL_LAYERS], did[GPU_MODEL_LAYERS];
@@ -101,6 +107,29 @@ static inline void gpu_model_compare(terse_comm_t *hc, terse_comm_t *dc, int ste
                    what, t, gpu_model[l].name);
         }
         EXPECT(terse_step_end(hc) == TERSE_OK && terse_step_end(dc) == TERSE_OK, "step_end: %s", terse_last_error());
+        if (t == 2) {
+            char dir[64], path[128];
+            mpitest_ckpt_dir("gpu-state", dir, path);
+            EXPECT(dir[0] && terse_state_save(dc, path) == TERSE_OK && terse_state_load(dc, path) == TERSE_OK,
+                   "%s: state save and load on the device communicator: %s", what, terse_last_error());
+            mpitest_tmpdir_remove(dir, path);
+        }
+    }
+    /* a NaN in one layer of the fused call, on rank 0 */
+    for (int l = 0; l < GPU_MODEL_LAYERS; l++) {
+        const size_t n = gpu_model[l].rows * gpu_model[l].cols;
+        gpu_model_gradient(h[l], n, rank, l, steps);
+        if (rank == 0 && strcmp(gpu_model[l].name, "qsgd") == 0) h[l][5] = NAN;
+        GPU_OK(cudaMemcpy(d[l], h[l], n * sizeof(float), cudaMemcpyHostToDevice));
+    }
+    terse_status_t nh = terse_allreduce_many(hc, GPU_MODEL_LAYERS, hid, h);
+    terse_status_t nd = terse_allreduce_many(dc, GPU_MODEL_LAYERS, did, d);
+    EXPECT(nh == TERSE_ERR_NONFINITE && nd == nh, "%s: a NaN: host %d, device %d", what, nh, nd);
+    for (int l = 0; l < GPU_MODEL_LAYERS; l++) {
+        const size_t n = gpu_model[l].rows * gpu_model[l].cols;
+        GPU_OK(cudaMemcpy(back[l], d[l], n * sizeof(float), cudaMemcpyDeviceToHost));
+        EXPECT(memcmp(h[l], back[l], n * sizeof(float)) == 0, "%s: after the NaN call, layer %s differs", what,
+               gpu_model[l].name);
     }
     /* statistics: the same wire bytes, layer by layer */
     for (int l = 0; l < GPU_MODEL_LAYERS; l++) {
