@@ -9,9 +9,11 @@
  * again in reserve, so that steady state allocates nothing.
  *
  * Each collective runs on the communicator's device and gives the calling thread its own
- * current device back. It waits by polling the stream and NCCL's asynchronous error, so that
- * a failed peer or network is TERSE_ERR_BACKEND rather than a wait that never ends (the
- * caller then owns the NCCL communicator's abort: terse did not create it). Blocking NCCL
+ * current device back. It waits for the NCCL operation by polling the stream and NCCL's
+ * asynchronous error, so that a failed peer or network is TERSE_ERR_BACKEND rather than a
+ * wait that never ends (the caller then owns the NCCL communicator's abort: terse did not
+ * create it), and only then copies the result to the host: a copy into pageable memory
+ * blocks the host until the stream reaches it, so it must not wait behind the collective. Blocking NCCL
  * communicators only: a non-blocking one's ncclInProgress is reported as a failure. */
 #include <sched.h>
 #include <stdlib.h>
@@ -117,9 +119,10 @@ static terse_status_t run_allgather(transport_t *t, const void *send, size_t byt
         TERSE_CHECK(copy(m, m->d_send, send, bytes, cudaMemcpyHostToDevice));
         ncclResult_t r = ncclAllGather(m->d_send, m->d_recv, bytes, ncclUint8, m->comm, m->stream);
         if (r != ncclSuccess) return nccl_fail(r, "ncclAllGather");
+        TERSE_CHECK(finish(m, "ncclAllGather"));
         TERSE_CHECK(copy(m, recv, m->d_recv, total, cudaMemcpyDeviceToHost));
     }
-    TERSE_CHECK(finish(m, "ncclAllGather"));
+    TERSE_CHECK(finish(m, "copying ncclAllGather's result"));
     transport_count_to_all(t, bytes);
     return TERSE_OK;
 }
@@ -145,9 +148,10 @@ static terse_status_t run_allgatherv(transport_t *t, const void *send, void *rec
         if (counts[q]) r = ncclBroadcast(d + displs[q], d + displs[q], counts[q], ncclUint8, q, m->comm, m->stream);
     ncclResult_t end = ncclGroupEnd();
     if (r != ncclSuccess || end != ncclSuccess) return nccl_fail(r != ncclSuccess ? r : end, "ncclBroadcast (allgatherv)");
+    TERSE_CHECK(finish(m, "ncclBroadcast (allgatherv)"));
     for (int q = 0; q < t->size; q++)
         TERSE_CHECK(copy(m, (char *)recv + displs[q], d + displs[q], counts[q], cudaMemcpyDeviceToHost));
-    TERSE_CHECK(finish(m, "allgatherv"));
+    TERSE_CHECK(finish(m, "copying allgatherv's result"));
     transport_count_to_all(t, counts[t->rank]);
     return TERSE_OK;
 }
@@ -178,9 +182,10 @@ static terse_status_t run_alltoallv(transport_t *t, const void *send, const size
     }
     ncclResult_t end = ncclGroupEnd();
     if (r != ncclSuccess || end != ncclSuccess) return nccl_fail(r != ncclSuccess ? r : end, "ncclSend/ncclRecv (alltoallv)");
+    TERSE_CHECK(finish(m, "ncclSend/ncclRecv (alltoallv)"));
     for (int q = 0; q < t->size; q++)
         TERSE_CHECK(copy(m, (char *)recv + rdispls[q], dr + rdispls[q], rcounts[q], cudaMemcpyDeviceToHost));
-    TERSE_CHECK(finish(m, "alltoallv"));
+    TERSE_CHECK(finish(m, "copying alltoallv's result"));
     transport_count_alltoallv(t, scounts);
     return TERSE_OK;
 }
@@ -201,9 +206,10 @@ static terse_status_t run_bcast(transport_t *t, void *buf, size_t bytes, int roo
         if (t->rank == root) TERSE_CHECK(copy(m, m->d_recv, buf, bytes, cudaMemcpyHostToDevice));
         ncclResult_t r = ncclBroadcast(m->d_recv, m->d_recv, bytes, ncclUint8, root, m->comm, m->stream);
         if (r != ncclSuccess) return nccl_fail(r, "ncclBroadcast");
+        TERSE_CHECK(finish(m, "ncclBroadcast"));
         if (t->rank != root) TERSE_CHECK(copy(m, buf, m->d_recv, bytes, cudaMemcpyDeviceToHost));
     }
-    TERSE_CHECK(finish(m, "ncclBroadcast"));
+    TERSE_CHECK(finish(m, "copying ncclBroadcast's result"));
     if (t->rank == root) transport_count_to_all(t, bytes);
     return TERSE_OK;
 }
