@@ -297,26 +297,31 @@ static void json_row(FILE *f, const row_t *r, int first)
     else fprintf(f, "%.0f}", r->inter);
 }
 
-/* Dense MPI_Allreduce of the same data: the baseline row. */
+/* A copy between host and device failed on this rank: the others would wait for it in the
+ * next collective, so the job ends here. */
+static void copy_failed(const char *what)
+{
+    fprintf(stderr, "terse-bench: rank %d: copying the %s failed; ending the job\n", rank_, what);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+}
+
 /* The gradients to the buffers the calls take: buf, or with --device cuda the device
- * buffers dbuf. 0 on success. */
-static int load_inputs(const opts_t *o, float *const *grad, float *const *buf, float *const *dbuf,
-                       const size_t *counts, size_t n_layers)
+ * buffers dbuf. */
+static void load_inputs(const opts_t *o, float *const *grad, float *const *buf, float *const *dbuf,
+                        const size_t *counts, size_t n_layers)
 {
     for (size_t l = 0; l < n_layers; l++) {
         if (!o->cuda) memcpy(buf[l], grad[l], counts[l] * sizeof(float));
-        else if (bench_gpu_put(dbuf[l], grad[l], counts[l] * sizeof(float))) return 1;
+        else if (bench_gpu_put(dbuf[l], grad[l], counts[l] * sizeof(float))) copy_failed("gradients to the device");
     }
-    return 0;
 }
 
-/* With --device cuda, the results back to buf for the checks. 0 on success. */
-static int fetch_results(const opts_t *o, float *const *buf, float *const *dbuf, const size_t *counts,
-                         size_t n_layers)
+/* With --device cuda, the results back to buf for the checks. */
+static void fetch_results(const opts_t *o, float *const *buf, float *const *dbuf, const size_t *counts,
+                          size_t n_layers)
 {
     for (size_t l = 0; o->cuda && l < n_layers; l++)
-        if (bench_gpu_get(buf[l], dbuf[l], counts[l] * sizeof(float))) return 1;
-    return 0;
+        if (bench_gpu_get(buf[l], dbuf[l], counts[l] * sizeof(float))) copy_failed("results from the device");
 }
 
 /* One dense allreduce (the mean, or the sum) of every layer: MPI on host buffers; with
@@ -325,17 +330,18 @@ static int dense_call(const opts_t *o, float *const *buf, float *const *dbuf, co
                       size_t n_layers, int sum)
 {
     if (o->nccl) return bench_nccl_allreduce(dbuf, counts, n_layers, sum);
-    if (fetch_results(o, buf, dbuf, counts, n_layers)) return 1;
+    fetch_results(o, buf, dbuf, counts, n_layers);
     for (size_t l = 0; l < n_layers; l++) {
         if (MPI_Allreduce(MPI_IN_PLACE, buf[l], (int)counts[l], MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS)
             return 1;
         if (!sum)
             for (size_t i = 0; i < counts[l]; i++) buf[l][i] /= (float)nranks_;
-        if (o->cuda && bench_gpu_put(dbuf[l], buf[l], counts[l] * sizeof(float))) return 1;
+        if (o->cuda && bench_gpu_put(dbuf[l], buf[l], counts[l] * sizeof(float))) copy_failed("mean to the device");
     }
     return 0;
 }
 
+/* Dense allreduce of the same data: the baseline row. */
 static int run_dense(const opts_t *o, float *const *grad, float *const *buf, float *const *dbuf,
                      const size_t *counts, size_t n_layers, row_t *row, int sum)
 {
@@ -343,14 +349,14 @@ static int run_dense(const opts_t *o, float *const *grad, float *const *buf, flo
     for (size_t l = 0; l < n_layers; l++) total += counts[l];
     double t = 0;
     for (int it = -o->warmup; it < o->iters; it++) {
-        if (load_inputs(o, grad, buf, dbuf, counts, n_layers)) return 1;
+        load_inputs(o, grad, buf, dbuf, counts, n_layers);
         MPI_Barrier(MPI_COMM_WORLD);
         double t0 = MPI_Wtime();
         if (dense_call(o, buf, dbuf, counts, n_layers, sum)) return 1;
         double dt = MPI_Wtime() - t0;
         if (it >= 0) t += dt;
     }
-    if (fetch_results(o, buf, dbuf, counts, n_layers)) return 1;
+    fetch_results(o, buf, dbuf, counts, n_layers);
     memset(row, 0, sizeof *row);
     row->bytes = total * 4;
     row->count = total;
@@ -414,11 +420,7 @@ static int run_terse(const opts_t *o, const char *cfg, const bench_shape_t *shap
     double t = 0, comp = 0, commt = 0, decomp = 0, wire = 0, sent = 0, inter = 0, relerr = NAN;
     int hier_nodes = 0;
     for (int it = -o->warmup - (o->check ? 1 : 0); it < o->iters; it++) {
-        if (load_inputs(o, grad, buf, dbuf, counts, n_layers)) {
-            fprintf(stderr, "terse-bench: rank %d: copying the gradients to the device failed\n", rank_);
-            ok = 0;
-            break;
-        }
+        load_inputs(o, grad, buf, dbuf, counts, n_layers);
         MPI_Barrier(MPI_COMM_WORLD);
         double t0 = MPI_Wtime();
         s = terse_allreduce_many(comm, (int)n_layers, ids, o->cuda ? dbuf : buf);
@@ -430,11 +432,7 @@ static int run_terse(const opts_t *o, const char *cfg, const bench_shape_t *shap
         }
         terse_step_end(comm); /* an iteration is a step: schedules (L-GreCo, DGC) advance */
         int first_checked = o->check && it == -o->warmup - 1;
-        if ((first_checked || (o->check && it == o->iters - 1)) && fetch_results(o, buf, dbuf, counts, n_layers)) {
-            fprintf(stderr, "terse-bench: rank %d: copying the results from the device failed\n", rank_);
-            ok = 0;
-            break;
-        }
+        if (first_checked || (o->check && it == o->iters - 1)) fetch_results(o, buf, dbuf, counts, n_layers);
         if (first_checked) {
             relerr = relerr_of((const float *const *)buf, grad, counts, n_layers,
                                cfg && strstr(cfg, "reduce=sum") != NULL);
