@@ -5,6 +5,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "params.h"
+
+struct codec_ops;
+
 typedef struct {
     size_t rows, cols;
 } bench_shape_t;
@@ -28,6 +32,13 @@ int bench_parse_bytes(const char *s, size_t *out);
 /* A deterministic synthetic gradient: rank- and element-dependent, heavy-tailed like real
  * gradients (a Gaussian times a log-normal-ish spread), identical on every run. */
 void bench_fill_gradient(float *v, size_t n, int rank, uint64_t layer_seed);
+
+/* Monotonic time in microseconds. */
+double bench_now_us(void);
+
+/* The codec that "compressor=SPEC" configures, its parameters in p, checked for a layer of n
+ * elements; NULL after printing why not. */
+const struct codec_ops *bench_codec(const char *spec, size_t n, double p[TERSE_MAX_PARAMS]);
 
 /* Codec kernel throughput (--kernels): encode and decode of each codec next to memcpy, for
  * each size from min to max bytes (doubling), or for each shape when shapes is not NULL. */

@@ -3,14 +3,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "gpu.h"
 
 #if TERSE_HAVE_CUDA
 #include <cuda_runtime_api.h>
 
-#include "config.h"
 #include "dcodec.h"
 #include "error.h"
 
@@ -46,13 +44,6 @@ int bench_gpu_put(void *d, const void *h, size_t bytes)
 int bench_gpu_get(void *h, const void *d, size_t bytes)
 {
     return bytes && cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost) != cudaSuccess;
-}
-
-static double now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
 }
 
 /* Times are wall clock around each phase with the stream drained, so that a codec that
@@ -92,24 +83,11 @@ int bench_kernels_cuda(const char *const *codecs, size_t n_codecs, size_t min_by
             if (bench_gpu_put(in, h, n * 4) || cudaMemset(out, 0, n * 4) != cudaSuccess) rc = 1;
         }
         for (size_t c = 0; rc == 0 && c < n_codecs; c++) {
-            terse_config_t cfg;
-            config_defaults(&cfg);
-            char item[300];
-            snprintf(item, sizeof item, "compressor=%s", codecs[c]);
-            if (config_parse(&cfg, item, 0) != TERSE_OK || config_check_supported(&cfg) != TERSE_OK) {
-                fprintf(stderr, "terse-bench: %s\n", terse_last_error());
-                rc = 2;
-                break;
-            }
-            const dcodec_ops_t *ops = dcodec_find(cfg.compressor.def->name);
-            const double *p = cfg.compressor.p;
+            double p[TERSE_MAX_PARAMS];
+            const codec_ops_t *host = bench_codec(codecs[c], n, p);
+            const dcodec_ops_t *ops = host ? dcodec_find(host->name) : NULL;
+            if (host && !ops) fprintf(stderr, "terse-bench: %s has no CUDA codec\n", host->name);
             if (!ops) {
-                fprintf(stderr, "terse-bench: %s has no CUDA codec\n", cfg.compressor.def->name);
-                rc = 2;
-                break;
-            }
-            if (ops->host->check && ops->host->check(p, n) != TERSE_OK) {
-                fprintf(stderr, "terse-bench: %s\n", terse_last_error());
                 rc = 2;
                 break;
             }
@@ -123,13 +101,13 @@ int bench_kernels_cuda(const char *const *codecs, size_t n_codecs, size_t min_by
             for (int it = -warmup; rc == 0 && it < iters; it++) {
                 size_t b = 0;
                 cudaStreamSynchronize(st);
-                double t0 = now_us();
+                double t0 = bench_now_us();
                 terse_status_t s = ops->encode(p, &ctx, in, n, msg, &b, scratch, st);
                 if (s == TERSE_OK && cudaStreamSynchronize(st) != cudaSuccess) s = TERSE_ERR_BACKEND;
-                double t1 = now_us();
+                double t1 = bench_now_us();
                 if (s == TERSE_OK) s = ops->decode_add(p, msg, b, n, out, scratch, st);
                 if (s == TERSE_OK && cudaStreamSynchronize(st) != cudaSuccess) s = TERSE_ERR_BACKEND;
-                double t2 = now_us();
+                double t2 = bench_now_us();
                 if (s != TERSE_OK) {
                     fprintf(stderr, "terse-bench: %s on the device: %s\n", codecs[c], terse_last_error());
                     rc = 1;
@@ -137,7 +115,7 @@ int bench_kernels_cuda(const char *const *codecs, size_t n_codecs, size_t min_by
                 }
                 cudaMemcpyAsync(copy, in, n * 4, cudaMemcpyDeviceToDevice, st);
                 cudaStreamSynchronize(st);
-                double t3 = now_us();
+                double t3 = bench_now_us();
                 if (it >= 0) {
                     enc += t1 - t0;
                     dec += t2 - t1;

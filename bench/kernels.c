@@ -12,11 +12,30 @@
 #include "error.h"
 #include "simd.h"
 
-static double now_us(void)
+double bench_now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
+}
+
+const codec_ops_t *bench_codec(const char *spec, size_t n, double p[TERSE_MAX_PARAMS])
+{
+    terse_config_t cfg;
+    config_defaults(&cfg);
+    char item[300];
+    snprintf(item, sizeof item, "compressor=%s", spec);
+    if (config_parse(&cfg, item, 0) != TERSE_OK || config_check_supported(&cfg) != TERSE_OK) {
+        fprintf(stderr, "terse-bench: %s\n", terse_last_error());
+        return NULL;
+    }
+    const codec_ops_t *ops = cfg.compressor.def->ops;
+    memcpy(p, cfg.compressor.p, sizeof cfg.compressor.p);
+    if (ops->check && ops->check(p, n) != TERSE_OK) {
+        fprintf(stderr, "terse-bench: %s\n", terse_last_error());
+        return NULL;
+    }
+    return ops;
 }
 
 int bench_kernels(const char *const *codecs, size_t n_codecs, size_t min_bytes, size_t max_bytes,
@@ -43,36 +62,25 @@ int bench_kernels(const char *const *codecs, size_t n_codecs, size_t min_bytes, 
         memset(out, 0, n * 4);
         memcpy(copy, in, n * 4);
         for (size_t c = 0; c < n_codecs; c++) {
-            terse_config_t cfg;
-            config_defaults(&cfg);
-            char item[300];
-            snprintf(item, sizeof item, "compressor=%s", codecs[c]);
-            if (config_parse(&cfg, item, 0) != TERSE_OK || config_check_supported(&cfg) != TERSE_OK) {
-                fprintf(stderr, "terse-bench: %s\n", terse_last_error());
-                return 2;
-            }
-            const codec_ops_t *ops = cfg.compressor.def->ops;
-            const double *p = cfg.compressor.p;
-            if (ops->check && ops->check(p, n) != TERSE_OK) {
-                fprintf(stderr, "terse-bench: %s\n", terse_last_error());
-                return 2;
-            }
+            double p[TERSE_MAX_PARAMS];
+            const codec_ops_t *ops = bench_codec(codecs[c], n, p);
+            if (!ops) return 2;
             void *msg = malloc(ops->max_bytes(p, n) + 1);
             void *scratch = malloc(ops->scratch_bytes(p, n) + 1);
             if (!msg || !scratch) return 1;
             const codec_ctx_t ctx = {0x5eed, 0, shape.rows, shape.cols};
             double enc = 0, dec = 0, cpy = 0;
             for (int it = -warmup; it < iters; it++) {
-                double t0 = now_us();
+                double t0 = bench_now_us();
                 size_t b = ops->encode(p, &ctx, in, n, msg, scratch);
-                double t1 = now_us();
+                double t1 = bench_now_us();
                 if (ops->decode_add(p, msg, b, n, out, scratch) != TERSE_OK) {
                     fprintf(stderr, "terse-bench: %s decoded its own message as invalid\n", codecs[c]);
                     return 1;
                 }
-                double t2 = now_us();
+                double t2 = bench_now_us();
                 memcpy(copy, in, n * 4);
-                double t3 = now_us();
+                double t3 = bench_now_us();
                 if (it >= 0) {
                     enc += t1 - t0;
                     dec += t2 - t1;

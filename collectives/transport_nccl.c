@@ -102,6 +102,18 @@ static terse_status_t finish(nccl_impl_t *m, const char *what)
     }
 }
 
+/* Waits for the NCCL operation `what` just enqueued, then copies n blocks of the device
+ * staging buffer d, counts[q] bytes at displs[q], to the same places in host and waits for
+ * the copies: the order that keeps a copy from waiting behind a collective that never ends. */
+static terse_status_t land(nccl_impl_t *m, const char *what, void *host, const char *d, int n,
+                           const size_t *counts, const size_t *displs)
+{
+    TERSE_CHECK(finish(m, what));
+    for (int q = 0; q < n; q++)
+        TERSE_CHECK(copy(m, (char *)host + displs[q], d + displs[q], counts[q], cudaMemcpyDeviceToHost));
+    return finish(m, "copying a collective's result to the host");
+}
+
 static size_t extent(const transport_t *t, const size_t *counts, const size_t *displs)
 {
     size_t end = 0;
@@ -113,16 +125,14 @@ static size_t extent(const transport_t *t, const size_t *counts, const size_t *d
 static terse_status_t run_allgather(transport_t *t, const void *send, size_t bytes, void *recv)
 {
     nccl_impl_t *m = t->impl;
-    const size_t total = bytes * (size_t)t->size;
+    const size_t total = bytes * (size_t)t->size, at = 0;
     TERSE_CHECK(prepare(t, bytes, total));
     if (bytes > 0) {
         TERSE_CHECK(copy(m, m->d_send, send, bytes, cudaMemcpyHostToDevice));
         ncclResult_t r = ncclAllGather(m->d_send, m->d_recv, bytes, ncclUint8, m->comm, m->stream);
         if (r != ncclSuccess) return nccl_fail(r, "ncclAllGather");
-        TERSE_CHECK(finish(m, "ncclAllGather"));
-        TERSE_CHECK(copy(m, recv, m->d_recv, total, cudaMemcpyDeviceToHost));
+        TERSE_CHECK(land(m, "ncclAllGather", recv, m->d_recv, 1, &total, &at));
     }
-    TERSE_CHECK(finish(m, "copying ncclAllGather's result"));
     transport_count_to_all(t, bytes);
     return TERSE_OK;
 }
@@ -148,10 +158,7 @@ static terse_status_t run_allgatherv(transport_t *t, const void *send, void *rec
         if (counts[q]) r = ncclBroadcast(d + displs[q], d + displs[q], counts[q], ncclUint8, q, m->comm, m->stream);
     ncclResult_t end = ncclGroupEnd();
     if (r != ncclSuccess || end != ncclSuccess) return nccl_fail(r != ncclSuccess ? r : end, "ncclBroadcast (allgatherv)");
-    TERSE_CHECK(finish(m, "ncclBroadcast (allgatherv)"));
-    for (int q = 0; q < t->size; q++)
-        TERSE_CHECK(copy(m, (char *)recv + displs[q], d + displs[q], counts[q], cudaMemcpyDeviceToHost));
-    TERSE_CHECK(finish(m, "copying allgatherv's result"));
+    TERSE_CHECK(land(m, "ncclBroadcast (allgatherv)", recv, d, t->size, counts, displs));
     transport_count_to_all(t, counts[t->rank]);
     return TERSE_OK;
 }
@@ -182,10 +189,7 @@ static terse_status_t run_alltoallv(transport_t *t, const void *send, const size
     }
     ncclResult_t end = ncclGroupEnd();
     if (r != ncclSuccess || end != ncclSuccess) return nccl_fail(r != ncclSuccess ? r : end, "ncclSend/ncclRecv (alltoallv)");
-    TERSE_CHECK(finish(m, "ncclSend/ncclRecv (alltoallv)"));
-    for (int q = 0; q < t->size; q++)
-        TERSE_CHECK(copy(m, (char *)recv + rdispls[q], dr + rdispls[q], rcounts[q], cudaMemcpyDeviceToHost));
-    TERSE_CHECK(finish(m, "copying alltoallv's result"));
+    TERSE_CHECK(land(m, "ncclSend/ncclRecv (alltoallv)", recv, dr, t->size, rcounts, rdispls));
     transport_count_alltoallv(t, scounts);
     return TERSE_OK;
 }
@@ -201,15 +205,14 @@ static terse_status_t nccl_alltoallv(transport_t *t, const void *send, const siz
 static terse_status_t run_bcast(transport_t *t, void *buf, size_t bytes, int root)
 {
     nccl_impl_t *m = t->impl;
+    const size_t at = 0;
     TERSE_CHECK(prepare(t, 0, bytes));
     if (bytes > 0) {
         if (t->rank == root) TERSE_CHECK(copy(m, m->d_recv, buf, bytes, cudaMemcpyHostToDevice));
         ncclResult_t r = ncclBroadcast(m->d_recv, m->d_recv, bytes, ncclUint8, root, m->comm, m->stream);
         if (r != ncclSuccess) return nccl_fail(r, "ncclBroadcast");
-        TERSE_CHECK(finish(m, "ncclBroadcast"));
-        if (t->rank != root) TERSE_CHECK(copy(m, buf, m->d_recv, bytes, cudaMemcpyDeviceToHost));
+        TERSE_CHECK(land(m, "ncclBroadcast", buf, m->d_recv, t->rank != root, &bytes, &at));
     }
-    TERSE_CHECK(finish(m, "copying ncclBroadcast's result"));
     if (t->rank == root) transport_count_to_all(t, bytes);
     return TERSE_OK;
 }

@@ -270,31 +270,41 @@ static terse_status_t check_device_bufs(terse_comm_t *c, int n, const int *layer
     return TERSE_OK;
 }
 
-/* The layers' device buffers to their host mirrors (to = 1) or back (to = 0). */
-static terse_status_t stage(terse_comm_t *c, int n, const int *layers, float *const *bufs, int to)
+/* One bucket of k layers (k = 1: a layer alone), its arguments checked. With device=cuda the
+ * bucket runs on its layers' pinned host mirrors (distinct: a bucket holds each layer once),
+ * copied in and back out with one wait each. Every mirror goes back even when a layer
+ * failed: one that finished holds its result, as on the CPU, and a failed one still holds
+ * its input. */
+static terse_status_t run_bucket(terse_comm_t *c, int k, const int *layers, float *const *bufs)
 {
-    for (int i = 0; i < n; i++) {
-        layer_t *l = &c->layers[layers[i]];
-        const size_t bytes = l->count * sizeof(float);
-        TERSE_CHECK(to ? device_to_host(c->dev, c->dev_stream, l->host, bufs[i], bytes)
-                       : device_from_host(c->dev, c->dev_stream, bufs[i], l->host, bytes));
+    if (c->cfg.device != CONFIG_DEVICE_CUDA)
+        return k == 1 ? allreduce_host(c, layers[0], bufs[0]) : fuse_run(c, k, layers, bufs);
+    float *host[FUSE_MAX_LAYERS];
+    size_t bytes[FUSE_MAX_LAYERS];
+    for (int j = 0; j < k; j++) {
+        host[j] = c->layers[layers[j]].host;
+        bytes[j] = c->layers[layers[j]].count * sizeof(float);
     }
-    return TERSE_OK;
+    TERSE_CHECK(device_copy(c->dev, c->dev_stream, 1, k, bufs, host, bytes));
+    const terse_status_t s = k == 1 ? allreduce_host(c, layers[0], host[0]) : fuse_run(c, k, layers, host);
+    TERSE_CHECK(device_copy(c->dev, c->dev_stream, 0, k, bufs, host, bytes));
+    return s;
+}
+
+/* A call whose arguments terse_iallreduce checked already: what the progress thread runs. */
+static terse_status_t allreduce_checked(terse_comm_t *c, int layer, float *buf)
+{
+    return run_bucket(c, 1, &layer, &buf);
 }
 
 static terse_status_t allreduce_one(terse_comm_t *c, int layer, float *buf)
 {
     TERSE_CHECK(check_layer(c, layer, "terse_allreduce"));
-    layer_t *l = &c->layers[layer];
-    if (!buf && l->count > 0)
+    if (!buf && c->layers[layer].count > 0)
         return terse_error(TERSE_ERR_ARG, "terse_allreduce: buf is NULL for layer %d of %zu elements",
-                           layer, l->count);
-    if (c->cfg.device != CONFIG_DEVICE_CUDA) return allreduce_host(c, layer, buf);
-    /* staged through the pinned mirror: the buffer changes only when the call succeeds */
+                           layer, c->layers[layer].count);
     TERSE_CHECK(check_device_bufs(c, 1, &layer, &buf, "terse_allreduce"));
-    TERSE_CHECK(stage(c, 1, &layer, &buf, 1));
-    TERSE_CHECK(allreduce_host(c, layer, l->host));
-    return stage(c, 1, &layer, &buf, 0);
+    return allreduce_checked(c, layer, buf);
 }
 
 terse_status_t terse_allreduce(terse_comm_t *c, int layer, float *buf)
@@ -314,7 +324,7 @@ terse_status_t terse_iallreduce(terse_comm_t *c, int layer, float *buf, terse_re
                         c->layers[layer].count);
     if (s == TERSE_OK && !req) s = terse_error(TERSE_ERR_ARG, "terse_iallreduce: req is NULL");
     if (s == TERSE_OK) s = check_device_bufs(c, 1, &layer, &buf, "terse_iallreduce");
-    if (s == TERSE_OK) s = progress_start(c, layer, buf, allreduce_one, req);
+    if (s == TERSE_OK) s = progress_start(c, layer, buf, allreduce_checked, req);
     guard_leave(c);
     return s;
 }
@@ -347,19 +357,7 @@ static terse_status_t allreduce_many(terse_comm_t *c, int n, const int *layers, 
     TERSE_CHECK(check_device_bufs(c, n, layers, bufs, "terse_allreduce_many"));
     for (int i = 0; i < n;) {
         const int k = fuse_bucket(c, n - i, layers + i);
-        if (k == 1) TERSE_CHECK(allreduce_one(c, layers[i], bufs[i]));
-        else if (c->cfg.device != CONFIG_DEVICE_CUDA) TERSE_CHECK(fuse_run(c, k, layers + i, bufs + i));
-        else {
-            /* a bucket holds each layer once, so its layers' mirrors are distinct */
-            float *host[FUSE_MAX_LAYERS];
-            for (int j = 0; j < k; j++) host[j] = c->layers[layers[i + j]].host;
-            TERSE_CHECK(stage(c, k, layers + i, bufs + i, 1));
-            /* the layers that completed keep their results even when another one failed, as
-             * on the CPU: a failed layer's mirror still holds its input */
-            const terse_status_t s = fuse_run(c, k, layers + i, host);
-            TERSE_CHECK(stage(c, k, layers + i, bufs + i, 0));
-            TERSE_CHECK(s);
-        }
+        TERSE_CHECK(run_bucket(c, k, layers + i, bufs + i));
         i += k;
     }
     return TERSE_OK;

@@ -76,27 +76,21 @@ void device_host_free(void *p)
     if (p) cudaFreeHost(p);
 }
 
-static terse_status_t copy(int dev, void *stream, void *dst, const void *src, size_t bytes,
-                           enum cudaMemcpyKind kind, const char *what)
+terse_status_t device_copy(int dev, void *stream, int to_host, int n, float *const *d, float *const *h,
+                           const size_t *bytes)
 {
-    if (bytes == 0) return TERSE_OK;
+    const char *what = to_host ? "copying gradients from the device" : "copying results to the device";
     int old = dev;
     cudaError_t e = enter_device(dev, &old);
     if (e != cudaSuccess) return cuda_fail(e, what);
-    e = cudaMemcpyAsync(dst, src, bytes, kind, (cudaStream_t)stream);
-    if (e == cudaSuccess) e = cudaStreamSynchronize((cudaStream_t)stream);
+    const cudaStream_t s = (cudaStream_t)stream;
+    for (int i = 0; e == cudaSuccess && i < n; i++)
+        if (bytes[i] > 0)
+            e = to_host ? cudaMemcpyAsync(h[i], d[i], bytes[i], cudaMemcpyDeviceToHost, s)
+                        : cudaMemcpyAsync(d[i], h[i], bytes[i], cudaMemcpyHostToDevice, s);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(s);
     leave_device(dev, old);
     return e == cudaSuccess ? TERSE_OK : cuda_fail(e, what);
-}
-
-terse_status_t device_to_host(int dev, void *stream, void *host, const void *d, size_t bytes)
-{
-    return copy(dev, stream, host, d, bytes, cudaMemcpyDeviceToHost, "copying a gradient from the device");
-}
-
-terse_status_t device_from_host(int dev, void *stream, void *d, const void *host, size_t bytes)
-{
-    return copy(dev, stream, d, host, bytes, cudaMemcpyHostToDevice, "copying a result to the device");
 }
 
 #else
@@ -132,16 +126,11 @@ void *device_host_alloc(size_t bytes)
 
 void device_host_free(void *p) { (void)p; }
 
-terse_status_t device_to_host(int dev, void *stream, void *host, const void *d, size_t bytes)
+terse_status_t device_copy(int dev, void *stream, int to_host, int n, float *const *d, float *const *h,
+                           const size_t *bytes)
 {
-    (void)dev, (void)stream, (void)host, (void)d, (void)bytes;
-    return unbuilt("copying a gradient from the device");
-}
-
-terse_status_t device_from_host(int dev, void *stream, void *d, const void *host, size_t bytes)
-{
-    (void)dev, (void)stream, (void)d, (void)host, (void)bytes;
-    return unbuilt("copying a result to the device");
+    (void)dev, (void)stream, (void)n, (void)d, (void)h, (void)bytes;
+    return unbuilt(to_host ? "copying gradients from the device" : "copying results to the device");
 }
 
 #endif

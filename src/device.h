@@ -35,10 +35,11 @@ terse_status_t device_check_pointer(const void *p, int dev, const char *fn, cons
 void *device_host_alloc(size_t bytes);
 void device_host_free(void *p);
 
-/* Copies between device memory and host memory on `stream` on device `dev` and waits for
- * the copy. The calling thread runs on `dev` meanwhile (the progress thread runs calls too)
- * and gets its own current device back. TERSE_ERR_BACKEND with CUDA's words on failure. */
-terse_status_t device_to_host(int dev, void *stream, void *host, const void *d, size_t bytes);
-terse_status_t device_from_host(int dev, void *stream, void *d, const void *host, size_t bytes);
+/* Copies n buffers between device and host memory, d[i] to h[i] when to_host is 1 and h[i] to
+ * d[i] when it is 0, bytes[i] each, on `stream` on device `dev`, and waits once for all of
+ * them. The calling thread runs on `dev` meanwhile (the progress thread runs calls too) and
+ * gets its own current device back. TERSE_ERR_BACKEND with CUDA's words on failure. */
+terse_status_t device_copy(int dev, void *stream, int to_host, int n, float *const *d, float *const *h,
+                           const size_t *bytes);
 
 #endif

@@ -36,6 +36,7 @@
 
 extern "C" {
 #include "dgc.h"
+#include "half.h" /* half_bits_f32, half_f32_bits: a float's bits and back */
 #include "rng.h"
 }
 
@@ -45,20 +46,6 @@ extern "C" {
 #define DGC_UPPER 1.3
 #define DGC_LOWER 0.8
 #define DGC_LOWER_F 0.8f
-
-static float float_of_bits(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static uint32_t bits_of_float(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
 
 static size_t dgc_dscratch_bytes(const double *p, size_t count)
 {
@@ -93,7 +80,7 @@ static terse_status_t dgc_dselect(const dgc_plan_t *plan, uint64_t key, const fl
         TERSE_CHECK(dtopk_threshold_get(d_scratch, s, &t));
         if (t <= DTOPK_KEY_INF) thr_bits = t;
     }
-    float thr = float_of_bits(thr_bits);
+    float thr = half_bits_f32(thr_bits);
     size_t m;
     TERSE_CHECK(dtopk_count(d_v, n, thr_bits, DTOPK_KEY_INF, d_scratch, s, &m));
     /* dgc.c's loop, on the host */
@@ -105,7 +92,7 @@ static terse_status_t dgc_dselect(const dgc_plan_t *plan, uint64_t key, const fl
         }
         if ((double)m >= DGC_LOWER * (double)k) break;
         thr *= DGC_LOWER_F;
-        thr_bits = bits_of_float(thr);
+        thr_bits = half_f32_bits(thr);
         TERSE_CHECK(dtopk_count(d_v, n, thr_bits, DTOPK_KEY_INF, d_scratch, s, &m));
         iterations++;
     }

@@ -33,6 +33,16 @@ static const gpu_layer_spec_t gpu_model[] = {
 };
 #define GPU_MODEL_LAYERS ((int)(sizeof gpu_model / sizeof gpu_model[0]))
 
+/* Skips the test (77) without a CUDA device, on the device of this rank's place on its node
+ * (a device shared round robin), then starts MPI with threads for terse_iallreduce. */
+static inline void gpu_model_init(const char *test, int *argc, char ***argv)
+{
+    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+    gpu_test_require(test, local ? atoi(local) : 0);
+    int provided;
+    MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided);
+}
+
 /* Layer l's gradient on this rank at step t. */
 static inline void gpu_model_gradient(float *g, size_t n, int rank, int l, int t)
 {

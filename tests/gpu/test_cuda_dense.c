@@ -24,53 +24,13 @@
 #include <string.h>
 
 #include "dcodec.h"
-#include "gpu_test.h"
+#include "check.h"
 #include "onebit.h"
 #include "qsgd.h"
 
 extern const dcodec_ops_t dcodec_none_ops, dcodec_fp16_ops, dcodec_bf16_ops, dcodec_onebit_ops, dcodec_qsgd_ops;
 
-static int failures, checks;
-
-#define FAIL(...)                                                                              \
-    do {                                                                                       \
-        failures++;                                                                            \
-        if (failures <= 40) {                                                                  \
-            printf("FAIL: ");                                                                  \
-            printf(__VA_ARGS__);                                                               \
-            printf("\n");                                                                      \
-        }                                                                                      \
-    } while (0)
-
 /* ---- Inputs ---------------------------------------------------------------------------- */
-
-static uint64_t rng_state;
-
-static uint64_t mix(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t next_u64(void) { return mix(rng_state += 0x9e3779b97f4a7c15ull); }
-
-/* Uniform in [-1, 1). */
-static float next_f(void) { return (float)((double)(next_u64() >> 11) * 0x1.0p-52 - 1.0); }
-
-static float from_bits(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static uint32_t to_bits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
 
 enum { IN_RANDOM, IN_TIES, IN_ZEROS, IN_SPECIAL, IN_WIDE, IN_TINY, IN_TIE, IN_KINDS };
 static const char *const in_names[IN_KINDS] = {"random", "ties", "zeros", "special", "wide", "tiny", "tie"};
@@ -361,7 +321,7 @@ static void check_qsgd(const gpu_bufs_t *dv, float *x)
                 for (int st = 0; st <= 1; st++, c++) {
                     /* input, context and message offset drawn from a hash of the case number,
                      * so that none of them follows the loops' own periods */
-                    const uint64_t u = mix(0x51ed2701u + (uint64_t)c);
+                    const uint64_t u = rng_mix(0x51ed2701u + (uint64_t)c);
                     const double p[TERSE_MAX_PARAMS] = {bits, (double)buckets[b], st, (double)(u % 3)};
                     const int k = (int)(u / 3 % IN_TIE); /* tie is onebit's */
                     const int ci = (int)(u / 18 % 4);    /* 3: no context */
@@ -433,10 +393,5 @@ int main(void)
     GPU_OK(cudaFree(dv.d_out));
     GPU_OK(cudaFree(dv.d_buf));
     GPU_OK(cudaStreamDestroy(dv.stream));
-    if (failures) {
-        printf("FAIL cuda_dense: %d of %d checks failed\n", failures, checks);
-        return 1;
-    }
-    printf("PASS cuda_dense: %d checks\n", checks);
-    return 0;
+    return check_report("cuda_dense");
 }

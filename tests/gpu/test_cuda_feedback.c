@@ -14,46 +14,7 @@
 #include <string.h>
 
 #include "dfeedback.h"
-#include "gpu_test.h"
-
-static int failures, checks;
-
-#define FAIL(...)                                                                              \
-    do {                                                                                       \
-        failures++;                                                                            \
-        if (failures <= 40) {                                                                  \
-            printf("FAIL: ");                                                                  \
-            printf(__VA_ARGS__);                                                               \
-            printf("\n");                                                                      \
-        }                                                                                      \
-    } while (0)
-
-static uint64_t rng_state;
-
-static uint64_t next_u64(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [-1, 1). */
-static float next_f(void) { return (float)((double)(next_u64() >> 11) * 0x1.0p-52 - 1.0); }
-
-static float from_bits(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static uint32_t to_bits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
+#include "check.h"
 
 /* Random values with the awkward ones mixed in: repeated values, +0 and -0, an input NaN
  * with a payload, infinities, a subnormal and large magnitudes. */
@@ -280,10 +241,5 @@ int main(void)
     if (dfeedback_find("topk") || dfeedback_find(NULL)) FAIL("dfeedback_find finds a method that is not one");
 
     GPU_OK(cudaStreamDestroy(stream));
-    if (failures) {
-        printf("FAIL cuda_feedback: %d of %d checks failed\n", failures, checks);
-        return 1;
-    }
-    printf("PASS cuda_feedback: %d checks\n", checks);
-    return 0;
+    return check_report("cuda_feedback");
 }

@@ -25,7 +25,7 @@
 #include <string.h>
 
 #include "dcodec.h"
-#include "gpu_test.h"
+#include "check.h"
 #include "powersgd.h"
 
 extern const dcodec_ops_t dcodec_powersgd_ops;
@@ -33,54 +33,6 @@ extern const dcodec_ops_t dcodec_powersgd_ops;
 /* The tolerances powersgd.cu states. */
 #define TOL_FACTOR 1e-3
 #define TOL_DECODE 1e-5
-
-static int failures, checks;
-
-#define FAIL(...)                                                                              \
-    do {                                                                                       \
-        failures++;                                                                            \
-        if (failures <= 40) {                                                                  \
-            printf("FAIL: ");                                                                  \
-            printf(__VA_ARGS__);                                                               \
-            printf("\n");                                                                      \
-        }                                                                                      \
-    } while (0)
-
-#define CHECK(cond, ...)                                                                       \
-    do {                                                                                       \
-        checks++;                                                                              \
-        if (!(cond)) FAIL(__VA_ARGS__);                                                        \
-    } while (0)
-
-static uint64_t rng_state;
-
-static uint64_t next_u64(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [-1, 1). */
-static float next_f(void) { return (float)((double)(next_u64() >> 11) * 0x1.0p-52 - 1.0); }
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        printf("FAIL: out of host memory\n");
-        exit(1);
-    }
-    return p;
-}
-
-static void *dmalloc(size_t n)
-{
-    void *p = NULL;
-    GPU_OK(cudaMalloc(&p, n ? n : 1));
-    return p;
-}
 
 typedef enum { DATA_RANDOM, DATA_LOWRANK, DATA_ZERO, DATA_TIES } data_t;
 
@@ -465,10 +417,5 @@ int main(void)
         run_case(&cases[i], i % 5 == 4 ? NULL : stream, cases[i].count <= 8000);
 
     GPU_OK(cudaStreamDestroy(stream));
-    if (failures) {
-        printf("FAIL cuda_lowrank: %d of %d checks failed\n", failures, checks);
-        return 1;
-    }
-    printf("PASS cuda_lowrank: %d checks\n", checks);
-    return 0;
+    return check_report("cuda_lowrank");
 }

@@ -20,44 +20,13 @@
 #include "codec.h"
 #include "dcodec.h"
 #include "dgc.h"
-#include "gpu_test.h"
+#include "check.h"
 #include "randk.h"
 #include "rng.h"
 #include "topk.h"
 
 extern const codec_ops_t codec_topk_ops, codec_randk_ops;
 extern const dcodec_ops_t dcodec_topk_ops, dcodec_randk_ops, dcodec_dgc_ops;
-
-static long checks, failures;
-
-#define CHECK(cond, ...)                                                                      \
-    do {                                                                                      \
-        checks++;                                                                             \
-        if (!(cond)) {                                                                        \
-            if (++failures <= 60) {                                                           \
-                printf("FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-                printf(__VA_ARGS__);                                                          \
-                printf("\n");                                                                 \
-            }                                                                                 \
-        }                                                                                     \
-    } while (0)
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "out of memory\n");
-        exit(1);
-    }
-    return p;
-}
-
-static void *dmalloc(size_t n)
-{
-    void *p = NULL;
-    GPU_OK(cudaMalloc(&p, n ? n : 1));
-    return p;
-}
 
 static void to_dev(void *d, const void *h, size_t n)
 {
@@ -67,20 +36,6 @@ static void to_dev(void *d, const void *h, size_t n)
 static void to_host(void *h, const void *d, size_t n)
 {
     if (n) GPU_OK(cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost));
-}
-
-static float f_of(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static uint32_t u_of(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
 }
 
 /* ---- Data ---------------------------------------------------------------------------------- */
@@ -110,7 +65,7 @@ static void fill(float *v, size_t n, int dist)
             break;
         }
         case D_SPECIAL:
-            v[i] = next() % 8 == 0 ? f_of(specials[next() % (sizeof specials / sizeof specials[0])])
+            v[i] = next() % 8 == 0 ? from_bits(specials[next() % (sizeof specials / sizeof specials[0])])
                                    : 4.0f * unit() - 2.0f;
             break;
         default: v[i] = next() % 50 == 0 ? 2.0f * unit() - 1.0f : 0.0f; break;
@@ -126,7 +81,7 @@ static int is_nan_bits(uint32_t u) { return (u & 0x7fffffffu) > 0x7f800000u; }
 static size_t first_diff(const float *a, const float *b, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        const uint32_t x = u_of(a[i]), y = u_of(b[i]);
+        const uint32_t x = to_bits(a[i]), y = to_bits(b[i]);
         if (x != y && !(is_nan_bits(x) && is_nan_bits(y))) return i;
     }
     return n;
@@ -294,7 +249,7 @@ static int run_case(const dcodec_ops_t *d, const double *p, const codec_ctx_t *c
     /* decode_add: the CPU's reference, then the device on the device's and the CPU's message */
     float *out0 = xmalloc(n * 4), *href = xmalloc(n * 4), *res = xmalloc(n * 4);
     fill(out0, n, D_UNIFORM);
-    if (n > 3) out0[n / 2] = f_of(0x7fc00123u); /* a NaN in the output stays a NaN */
+    if (n > 3) out0[n / 2] = from_bits(0x7fc00123u); /* a NaN in the output stays a NaN */
     memcpy(href, out0, n * 4);
     terse_status_t hs = h->decode_add(p, hmsg, hbytes, n, href, h_scr);
     CHECK(hs == TERSE_OK, "%s: CPU decode_add gave %d", what, (int)hs);
@@ -581,11 +536,5 @@ int main(void)
     test_topk();
     test_randk();
     test_dgc();
-    printf("%ld checks, %ld failed\n", checks, failures);
-    if (failures) {
-        printf("FAIL test_cuda_sparse\n");
-        return 1;
-    }
-    printf("PASS test_cuda_sparse\n");
-    return 0;
+    return check_report("test_cuda_sparse");
 }

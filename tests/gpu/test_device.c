@@ -33,10 +33,7 @@ static void host_pointer_is_refused(void)
 
 int main(int argc, char **argv)
 {
-    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
-    gpu_test_require("gpu-device", local ? atoi(local) : 0);
-    int provided;
-    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    gpu_model_init("gpu-device", &argc, &argv);
     static const char *const configs[] = {
         "min_size=0",
         "min_size=0; threads=2",

@@ -33,10 +33,7 @@ static void bad_arguments(ncclComm_t nc)
 
 int main(int argc, char **argv)
 {
-    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
-    gpu_test_require("gpu-nccl", local ? atoi(local) : 0);
-    int provided;
-    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    gpu_model_init("gpu-nccl", &argc, &argv);
     int rank, size, devices = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
