@@ -38,7 +38,7 @@ typedef struct {
     float *Pm, *Pa;        /* rows x r: my M Q, and the sum over ranks (orthogonalised)    */
     float *Qc;             /* cols x r: the Q this call multiplies by                       */
     float *Qm, *Qa;        /* cols x r: my M^T P, and the mean over ranks (the next state)  */
-    double *acc;           /* the products' accumulators                                    */
+    float *acc;            /* the products' scratch                                          */
     void *sub;             /* the dense sub-call's workspace                                */
 } lowrank_ws_t;
 
@@ -57,7 +57,7 @@ static size_t lowrank_layout(const double *prm, size_t rows_in, size_t cols_in, 
     lowrank_dims(rows_in, cols_in, count, &rows, &cols);
     const size_t r = powersgd_rank(prm, rows, cols);
     const size_t pb = align64(rows * r * sizeof(float)), qb = align64(cols * r * sizeof(float));
-    const size_t ab = align64(powersgd_acc_doubles(r) * sizeof(double));
+    const size_t ab = align64(powersgd_acc_floats(r) * sizeof(float));
     size_t sub = protocol_dense_floats_workspace(rows * r, nranks), qs = protocol_dense_floats_workspace(cols * r, nranks);
     if (qs > sub) sub = qs;
     if (prm[POWERSGD_START] > 0) {
@@ -74,7 +74,7 @@ static size_t lowrank_layout(const double *prm, size_t rows_in, size_t cols_in, 
         w->Qc = (float *)(b + 2 * pb);
         w->Qm = (float *)(b + 2 * pb + qb);
         w->Qa = (float *)(b + 2 * pb + 2 * qb);
-        w->acc = (double *)(b + 2 * pb + 3 * qb);
+        w->acc = (float *)(b + 2 * pb + 3 * qb);
         w->sub = b + 2 * pb + 3 * qb + ab;
     }
     return 2 * pb + 3 * qb + ab + sub;

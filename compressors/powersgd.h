@@ -5,11 +5,11 @@
  * and the low-rank protocol (collectives/powersgd_lowrank.c). Every function is
  * deterministic, and its operation order is part of its contract, because every rank must
  * compute the same bits and a test reference must be able to reproduce them:
- *   - products are taken in double ((double)a * (double)b, exact for floats), summed in
- *     double from 0.0 in increasing index order, and the sum is rounded to float once;
+ *   - the products are float: every sum is a chain of fused multiply-adds from +0.0f,
+ *     s = fmaf(a, b, s), each rounded once, in the order given below for each function;
  *   - matrices are row-major: element (i, k) of an n x r matrix is a[i * r + k].
  * The products run AVX2 kernels where simd_level() allows (simd.h); those compute the same
- * bits as the scalar loops, which stay the reference. */
+ * bits as the scalar loops, which stay the reference. Gram-Schmidt sums in double. */
 #ifndef TERSE_POWERSGD_H
 #define TERSE_POWERSGD_H
 
@@ -33,28 +33,28 @@ extern const codec_ops_t codec_powersgd_ops;
  * (0 for an empty layer). */
 size_t powersgd_rank(const double *p, size_t rows, size_t cols);
 
-/* Doubles of scratch (acc below) that the products need for factors of rank r: about
- * 50 KiB for small ranks (the vector kernels keep blocks of their operands there). */
-size_t powersgd_acc_doubles(size_t r);
+/* Floats of scratch (acc below) that the products need for factors of rank r: about
+ * 33 KiB + 1 KiB per rank-column (the vector kernels keep blocks of their operands there). */
+size_t powersgd_acc_floats(size_t r);
 
-/* P = M Q: M is n x m, Q is m x r, P is n x r.
- *   P[i,k] = (float) sum_{j = 0..m-1} M[i,j] * Q[j,k]
- * acc: powersgd_acc_doubles(r) doubles. */
+/* P = M Q: M is n x m, Q is m x r, P is n x r. Each sum runs as 8 chains, chain l over the
+ * columns j = l, l + 8, l + 16, ... in increasing order, s_l = fmaf(M[i,j], Q[j,k], s_l),
+ * and P[i,k] = ((s_0 + s_4) + (s_2 + s_6)) + ((s_1 + s_5) + (s_3 + s_7)).
+ * acc: powersgd_acc_floats(r) floats. */
 void powersgd_mul(const float *restrict M, size_t n, size_t m, const float *restrict Q, size_t r,
-                  float *restrict P, double *restrict acc);
+                  float *restrict P, float *restrict acc);
 
-/* Q = M^T P: M is n x m, P is n x r, Q is m x r.
- *   Q[j,k] = (float) sum_{i = 0..n-1} M[i,j] * P[i,k]
- * Columns of M are taken in blocks so that the double accumulators stay small; the order of
- * every sum is still i = 0, 1, ..., n-1. acc: powersgd_acc_doubles(r) doubles. */
+/* Q = M^T P: M is n x m, P is n x r, Q is m x r. Each sum is one chain down the rows,
+ * i = 0, 1, ..., n-1: Q[j,k] = fmaf(M[i,j], P[i,k], Q[j,k]). Columns of M are taken in
+ * blocks so that the sums stay in L1. acc: powersgd_acc_floats(r) floats. */
 void powersgd_mul_t(const float *restrict M, size_t n, size_t m, const float *restrict P, size_t r,
-                    float *restrict Q, double *restrict acc);
+                    float *restrict Q, float *restrict acc);
 
-/* A = P Q^T, or A += P Q^T when add is 1: P is n x r, Q is m x r, A is n x m.
- *   A[i,j] = (float) sum_{k = 0..r-1} P[i,k] * Q[j,k]     (add: A[i,j] += that float)
- * acc: powersgd_acc_doubles(r) doubles. */
+/* A = P Q^T, or A += P Q^T when add is 1: P is n x r, Q is m x r, A is n x m. Each sum is
+ * one chain over the rank, k = 0, 1, ..., r-1: s = fmaf(P[i,k], Q[j,k], s); then A[i,j] = s
+ * (add: A[i,j] + s). acc: powersgd_acc_floats(r) floats. */
 void powersgd_outer(const float *restrict P, size_t n, const float *restrict Q, size_t m, size_t r,
-                    float *restrict A, int add, double *restrict acc);
+                    float *restrict A, int add, float *restrict acc);
 
 /* Orthonormalises the r columns of the len x r matrix a in place by Gram-Schmidt with the
  * paper code's guard, column i = 0, 1, ...:

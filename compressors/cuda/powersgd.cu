@@ -14,10 +14,10 @@
  * into the message where Q will go, as the CPU keeps it there until M^T P overwrites it.
  * So Q0 is the CPU's bit for bit; everything after it is not:
  *
- * Not bitwise (bitwise = 0). The CPU sums every product in double, in increasing index
- * order, and rounds once; here M Q0, M^T P and P Q^T go through cuBLAS (float accumulation,
- * in an order of its choosing), and the Gram-Schmidt sums, in double as on the CPU, are
- * reduced by a tree. Tolerance, against the CPU codec on the same input and parameters:
+ * Not bitwise (bitwise = 0). The CPU runs every product as chains of float fused
+ * multiply-adds in the order powersgd.h fixes; here M Q0, M^T P and P Q^T go through cuBLAS
+ * (float accumulation, in an order of its choosing), and the Gram-Schmidt sums, in double
+ * as on the CPU, are reduced by a tree. Tolerance, against the CPU codec on the same input and parameters:
  *   - header and length: equal;
  *   - P: each column within 1e-3 of the largest magnitude in that column of the CPU's P
  *     (its columns are unit vectors); Q: within 1e-3 of the largest magnitude in the whole
@@ -27,14 +27,15 @@
  *     normalised rounding residue of Gram-Schmidt on both sides, see powersgd.h, and differ
  *     entirely);
  *   - decode_add of one message: each element within 1e-5 (sum_k |P[i,k] Q[j,k]| + |out|)
- *     of the CPU's decode_add of the same message (float against double accumulation of r'
- *     products, and one more rounding in cuBLAS's C + P Q^T);
+ *     of the CPU's decode_add of the same message (cuBLAS's order of the r' products against
+ *     the CPU's chain, and one more rounding in cuBLAS's C + P Q^T);
  *   - the round trip (encode then decode_add onto zeros) of an input of rank r' or more:
  *     within 1e-3 of the largest magnitude the CPU decodes.
  * The factors' bound is loose on purpose: the error of a float dot product of length rows
  * or cols (2^20 and more) grows with the length, up to length x 2^-24 relative to its terms
- * when they are summed in sequence (a host emulation of this file with sequential float
- * products reached 4e-4 on a 2^20 x 1 layer; cuBLAS's blocked sums do better), and
+ * when they are summed in sequence, as the CPU's M^T P is (a host emulation of this file
+ * with sequential float products reached 4e-4 on a 2^20 x 1 layer; cuBLAS's blocked sums
+ * and the CPU's 8 chains of M Q do better), and
  * Gram-Schmidt magnifies the error of P by the conditioning of M Q0 (5e-5 on a random 6 x 6
  * at r' = 6). The decoded sums are deterministic on one device with one stream active;
  * cuBLAS may choose other kernels when streams run concurrently or on another GPU model.

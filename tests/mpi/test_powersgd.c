@@ -1,7 +1,7 @@
 /* PowerSGD under mpirun (1..4 ranks) against a serial reference of the low-rank protocol,
  * written here from ALGORITHMS.md §8.1/§8.2 and the operation order powersgd.h documents
- * (double sums in increasing index order, rounded once; Gram-Schmidt with eps 1e-8 on the
- * norm): Q from the shared stream (or the previous call's mean Q with warm start),
+ * (float products as chains of fused multiply-adds, M Q in 8 chains added by a fixed tree;
+ * Gram-Schmidt in double with eps 1e-8 on the norm): Q from the shared stream (or the previous call's mean Q with warm start),
  * orthogonalised; P = sum_r M_r Q (fp32, rank order); orthogonalised; Q = mean_r M_r^T P;
  * out = P Q^T; e_r = M_r - P Q^T with feedback=ef. Calls before `start` are the exact mean.
  * Every rank rebuilds every rank's gradient and compares its terse result bit for bit, and
@@ -39,25 +39,26 @@ typedef struct {
 
 /* ---- The serial reference --------------------------------------------------------------- */
 
-/* P = M Q (n x m times m x r): each sum in double over j ascending, rounded once. */
+/* P = M Q (n x m times m x r): chain l takes the columns j = l mod 8 in increasing order,
+ * and the 8 chains are added as ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)). */
 static void ref_mq(const float *M, size_t n, size_t m, const float *Q, size_t r, float *P)
 {
     for (size_t i = 0; i < n; i++)
         for (size_t k = 0; k < r; k++) {
-            double s = 0.0;
-            for (size_t j = 0; j < m; j++) s += (double)M[i * m + j] * (double)Q[j * r + k];
-            P[i * r + k] = (float)s;
+            float c[8] = {0};
+            for (size_t j = 0; j < m; j++) c[j % 8] = fmaf(M[i * m + j], Q[j * r + k], c[j % 8]);
+            P[i * r + k] = ((c[0] + c[4]) + (c[2] + c[6])) + ((c[1] + c[5]) + (c[3] + c[7]));
         }
 }
 
-/* Q = M^T P: each sum over i ascending. */
+/* Q = M^T P: each sum one chain over i ascending. */
 static void ref_mtp(const float *M, size_t n, size_t m, const float *P, size_t r, float *Q)
 {
     for (size_t j = 0; j < m; j++)
         for (size_t k = 0; k < r; k++) {
-            double s = 0.0;
-            for (size_t i = 0; i < n; i++) s += (double)M[i * m + j] * (double)P[i * r + k];
-            Q[j * r + k] = (float)s;
+            float s = 0.0f;
+            for (size_t i = 0; i < n; i++) s = fmaf(M[i * m + j], P[i * r + k], s);
+            Q[j * r + k] = s;
         }
 }
 
@@ -172,9 +173,9 @@ static void ref_call(const case_t *cs, ref_t *f, int layer, int call, grad_fn g,
     f->have_q = nonzero;
     for (size_t i = 0; i < rows; i++)
         for (size_t j = 0; j < cols; j++) {
-            double s = 0.0;
-            for (size_t k = 0; k < r; k++) s += (double)f->P[i * r + k] * (double)Qsum[j * r + k];
-            f->A[i * cols + j] = (float)s;
+            float s = 0.0f;
+            for (size_t k = 0; k < r; k++) s = fmaf(f->P[i * r + k], Qsum[j * r + k], s);
+            f->A[i * cols + j] = s;
         }
     for (size_t i = 0; i < n; i++) out[i] = cs->sum ? f->A[i] * (float)nranks_ : f->A[i];
     if (ef)

@@ -85,7 +85,7 @@ START_TEST(trace_rank1_two_workers_matches_algorithms_10_2)
 {
     const float q0v = (float)(1.0 / sqrt(3.0));
     float q0[3] = {q0v, q0v, q0v}, p1[4], p2[4], P[4], Q1[3], Q2[3], Q[3], A[12];
-    double *acc = malloc(powersgd_acc_doubles(1) * sizeof *acc);
+    float *acc = malloc(powersgd_acc_floats(1) * sizeof *acc);
     powersgd_orthogonalize(q0, 3, 1);
     powersgd_mul(trace_m1, 4, 3, q0, 1, p1, acc);
     powersgd_mul(trace_m2, 4, 3, q0, 1, p2, acc);
@@ -123,16 +123,17 @@ END_TEST
 
 START_TEST(products_equal_plain_loops_bit_for_bit_at_each_level)
 {
-    /* m = 1500 > 4096 / 3: M^T P runs in two column blocks; the others reach the vector
-     * kernels' row and column tails, several rank chunks and a partial one */
-    static const size_t shapes[][3] = {{1, 1, 1}, {7, 5, 2}, {64, 48, 4}, {3, 1500, 3}, {20, 30, 7},
-                                       {9, 1030, 5}, {33, 17, 1}, {2, 5000, 2}, {13, 70, 9}};
+    /* m = 6000 > 16384 / 3: M Q and M^T P run in two column blocks; the others reach the
+     * vector kernels' row and column tails, several rank chunks and a partial one */
+    static const size_t shapes[][3] = {{1, 1, 1}, {7, 5, 2}, {64, 48, 4}, {3, 6000, 3}, {20, 30, 7},
+                                       {9, 1030, 5}, {33, 17, 1}, {2, 9000, 2}, {13, 70, 9}};
     static const simd_level_t levels[] = {SIMD_SCALAR, SIMD_AVX2};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const size_t n = shapes[s][0], m = shapes[s][1], r = shapes[s][2];
         float *M = malloc(n * m * 4), *Q = malloc(m * r * 4), *P = malloc(n * r * 4);
-        float *out = malloc((n > m ? n : m) * (n > m ? n : m) * r * 4), *A = malloc(n * m * 4);
-        double *acc = malloc(powersgd_acc_doubles(r) * sizeof *acc);
+        const size_t most = n * m > (n > m ? n : m) * r ? n * m : (n > m ? n : m) * r;
+        float *out = malloc(most * 4), *A = malloc(n * m * 4);
+        float *acc = malloc(powersgd_acc_floats(r) * sizeof *acc);
         fill_hard(M, n * m, 1 + s, 0);
         fill_hard(Q, m * r, 100 + s, 0);
         fill_hard(P, n * r, 200 + s, 0);
@@ -141,9 +142,9 @@ START_TEST(products_equal_plain_loops_bit_for_bit_at_each_level)
             powersgd_mul(M, n, m, Q, r, out, acc);
             for (size_t i = 0; i < n; i++)
                 for (size_t k = 0; k < r; k++) {
-                    double sum = 0.0;
-                    for (size_t j = 0; j < m; j++) sum += (double)M[i * m + j] * (double)Q[j * r + k];
-                    float want = (float)sum;
+                    float c[8] = {0};
+                    for (size_t j = 0; j < m; j++) c[j % 8] = fmaf(M[i * m + j], Q[j * r + k], c[j % 8]);
+                    float want = ((c[0] + c[4]) + (c[2] + c[6])) + ((c[1] + c[5]) + (c[3] + c[7]));
                     REQUIRE(memcmp(&want, &out[i * r + k], 4) == 0, "%s M Q %zux%zu r%zu (%zu,%zu)", lv, n, m, r,
                             i, k);
                 }
@@ -151,9 +152,8 @@ START_TEST(products_equal_plain_loops_bit_for_bit_at_each_level)
             powersgd_mul_t(M, n, m, P, r, out, acc);
             for (size_t j = 0; j < m; j++)
                 for (size_t k = 0; k < r; k++) {
-                    double sum = 0.0;
-                    for (size_t i = 0; i < n; i++) sum += (double)M[i * m + j] * (double)P[i * r + k];
-                    float want = (float)sum;
+                    float want = 0.0f;
+                    for (size_t i = 0; i < n; i++) want = fmaf(M[i * m + j], P[i * r + k], want);
                     REQUIRE(memcmp(&want, &out[j * r + k], 4) == 0, "%s M^T P %zux%zu r%zu (%zu,%zu)", lv, n, m,
                             r, j, k);
                 }
@@ -163,9 +163,9 @@ START_TEST(products_equal_plain_loops_bit_for_bit_at_each_level)
             powersgd_outer(P, n, Q, m, r, A, 1, acc);
             for (size_t i = 0; i < n; i++)
                 for (size_t j = 0; j < m; j++) {
-                    double sum = 0.0;
-                    for (size_t k = 0; k < r; k++) sum += (double)P[i * r + k] * (double)Q[j * r + k];
-                    float want = (float)sum, want_add = M[i * m + j] + (float)sum;
+                    float want = 0.0f;
+                    for (size_t k = 0; k < r; k++) want = fmaf(P[i * r + k], Q[j * r + k], want);
+                    float want_add = M[i * m + j] + want;
                     REQUIRE(memcmp(&want, &out[i * m + j], 4) == 0, "%s P Q^T %zux%zu (%zu,%zu)", lv, n, m, i, j);
                     REQUIRE(memcmp(&want_add, &A[i * m + j], 4) == 0, "%s M + P Q^T %zux%zu (%zu,%zu)", lv, n,
                             m, i, j);
@@ -178,16 +178,16 @@ START_TEST(products_equal_plain_loops_bit_for_bit_at_each_level)
 END_TEST
 
 #define GUARD 16
-static const double guard_value = -1234.5;
+static const float guard_value = -1234.5f;
 
-/* Runs the three products of one shape at the given level, with acc one double past the
+/* Runs the three products of one shape at the given level, with acc one float past the
  * start of its block (the kernels align it themselves), and checks that nothing past
- * powersgd_acc_doubles(r) doubles of it was written. */
+ * powersgd_acc_floats(r) floats of it was written. */
 static void products_at(simd_level_t level, const float *M, size_t n, size_t m, const float *Q,
                         const float *P, size_t r, float *pq, float *qt, float *a0, float *a1)
 {
-    const size_t na = powersgd_acc_doubles(r);
-    double *acc = malloc((na + 1 + GUARD) * sizeof *acc);
+    const size_t na = powersgd_acc_floats(r);
+    float *acc = malloc((na + 1 + GUARD) * sizeof *acc);
     ck_assert(acc);
     for (size_t t = 0; t < GUARD; t++) acc[1 + na + t] = guard_value;
     simd_set_level(level);
@@ -197,7 +197,7 @@ static void products_at(simd_level_t level, const float *M, size_t n, size_t m, 
     powersgd_outer(P, n, Q, m, r, a1, 1, acc + 1);
     simd_set_level(simd_cpu_level());
     for (size_t t = 0; t < GUARD; t++)
-        REQUIRE(acc[1 + na + t] == guard_value, "%s %zux%zu r%zu wrote past its %zu doubles of acc",
+        REQUIRE(acc[1 + na + t] == guard_value, "%s %zux%zu r%zu wrote past its %zu floats of acc",
                 simd_name(level), n, m, r, na);
     free(acc);
 }
@@ -213,12 +213,12 @@ static size_t first_difference(const float *a, const float *b, size_t n)
 START_TEST(avx2_products_equal_scalar_bit_for_bit_on_every_shape)
 {
     /* every rank 1 .. 9 on small shapes (1 x m, n x 1, odd sizes, rank above both
-     * dimensions); then shapes that cross the kernels' blocks: M Q's 256-column slices and
-     * rank chunks, M^T P's column blocks (4096 / r columns), P Q^T's blocks and row pairs;
-     * then empty ones */
+     * dimensions); then shapes that cross the kernels' blocks (about 16384 / r columns):
+     * M Q's column slices, 32-row blocks and rank chunks, M^T P's column blocks, P Q^T's
+     * blocks and row pairs; then empty ones */
     static const size_t dims[] = {1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 33};
-    static const size_t big[][3] = {{3, 1500, 3}, {2, 5000, 1}, {2, 5000, 2}, {70, 1030, 4}, {9, 2100, 5},
-                                    {37, 600, 33}, {5, 40, 130}, {1, 4099, 4}, {4099, 1, 4}, {41, 263, 8},
+    static const size_t big[][3] = {{3, 6000, 3}, {2, 17000, 1}, {2, 9000, 2}, {70, 4200, 4}, {9, 3500, 5},
+                                    {37, 600, 33}, {5, 40, 130}, {1, 4099, 4}, {4099, 1, 4}, {41, 2100, 9},
                                     {0, 7, 3}, {7, 0, 3}, {4, 5, 0}};
     if (simd_cpu_level() < SIMD_AVX2) return; /* nothing to compare with */
     size_t cases = 0;
@@ -399,7 +399,7 @@ static double codec_roundtrip(size_t rows, size_t cols, size_t true_rank, double
     float *M = malloc(n * 4), *out = calloc(n, 4);
     fill(u, rows * true_rank, 31);
     fill(v, cols * true_rank, 32);
-    double *acc = malloc(powersgd_acc_doubles(true_rank) * sizeof *acc);
+    float *acc = malloc(powersgd_acc_floats(true_rank) * sizeof *acc);
     powersgd_outer(u, rows, v, cols, true_rank, M, 0, acc);
     free(acc);
     size_t mb = ops->max_bytes(p, n), sb = ops->scratch_bytes(p, n);
