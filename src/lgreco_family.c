@@ -64,6 +64,19 @@ static int all_finite(const float *A, size_t n)
     return 1;
 }
 
+/* Sorts n non-negative finite floats' bit patterns (which order as the floats do) into
+ * decreasing order: three passes of an 11-bit radix sort through tmp, stable, O(n). */
+static void sort_bits_desc(uint32_t *key, uint32_t *tmp, size_t n)
+{
+    for (int shift = 0; shift < 33; shift += 11) {
+        size_t at[2049] = {0};
+        for (size_t i = 0; i < n; i++) at[1 + (2047 - ((key[i] >> shift) & 2047))]++;
+        for (size_t d = 1; d < 2049; d++) at[d] += at[d - 1];
+        for (size_t i = 0; i < n; i++) tmp[at[2047 - ((key[i] >> shift) & 2047)]++] = key[i];
+        memcpy(key, tmp, n * sizeof *key);
+    }
+}
+
 static int desc_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -81,16 +94,26 @@ static terse_status_t sparse_errors(const size_t *ks, size_t n, const float *A, 
 {
     size_t kmax = 0;
     for (size_t c = 0; c < n; c++) kmax = ks[c] > kmax ? ks[c] : kmax;
-    uint32_t *idx = malloc((kmax ? kmax : 1) * sizeof *idx);
+    uint32_t *idx = malloc((kmax ? kmax : 1) * sizeof *idx), *tmp = malloc((kmax ? kmax : 1) * sizeof *tmp);
     float *val = malloc((kmax ? kmax : 1) * sizeof *val);
     double *sq = malloc((kmax + 1) * sizeof *sq);
-    if (!idx || !val || !sq) {
-        free(idx), free(val), free(sq);
+    if (!idx || !tmp || !val || !sq) {
+        free(idx), free(tmp), free(val), free(sq);
         return terse_error(TERSE_ERR_NOMEM, "lgreco: out of memory for %zu selected entries", kmax);
     }
     const size_t got = topk_select(A, count, kmax, idx, val);
-    for (size_t i = 0; i < got; i++) sq[i] = (double)val[i] * (double)val[i];
-    qsort(sq, got, sizeof *sq, desc_double);
+    /* the selected magnitudes, largest first: their bits in idx (free once the values are
+     * known), sorted through tmp */
+    for (size_t i = 0; i < got; i++) {
+        memcpy(&idx[i], &val[i], sizeof idx[i]);
+        idx[i] &= 0x7fffffffu;
+    }
+    sort_bits_desc(idx, tmp, got);
+    for (size_t i = 0; i < got; i++) {
+        float v;
+        memcpy(&v, &idx[i], sizeof v);
+        sq[i] = (double)v * (double)v;
+    }
     /* prefix sums in place, shifted: sq[k] = the sum of the k largest squares */
     double run = 0.0;
     for (size_t i = 0; i < got; i++) {
@@ -105,7 +128,7 @@ static terse_status_t sparse_errors(const size_t *ks, size_t n, const float *A, 
         double rest = total - sq[k];
         errors[c] = sqrt(rest > 0.0 ? rest : 0.0);
     }
-    free(idx), free(val), free(sq);
+    free(idx), free(tmp), free(val), free(sq);
     return TERSE_OK;
 }
 
@@ -205,7 +228,8 @@ static terse_status_t qsgd_errors(const codec_ops_t *codec, double (*prm)[TERSE_
             const double L = ldexp(1.0, (int)prm[c][QSGD_BITS]) - 1.0, scale = L / r;
             double e = 0.0;
             for (size_t j = 0; j < m; j++) {
-                const double q = ((double)x[j] - (double)lo) * scale, f = q - floor(q);
+                /* q >= 0 (x >= lo), so truncation is floor: a conversion, not a libm call */
+                const double q = ((double)x[j] - (double)lo) * scale, f = q - (double)(int64_t)q;
                 e += stochastic ? f * (1.0 - f) : (f < 0.5 ? f * f : (1.0 - f) * (1.0 - f));
             }
             sum[c] += e / (scale * scale);
@@ -260,37 +284,6 @@ static void jacobi_eigenvalues(double *S, size_t r, double *ev)
     qsort(ev, r, sizeof *ev, desc_double);
 }
 
-/* P = A Q (A rows x cols, Q cols x R, P rows x R) and Q = A^T P, in float, streaming over A
- * once with R-wide inner loops. Measurement runs on rank 0 alone, so it needs determinism
- * (a rerun decides alike) but not the cross-rank bit contract of powersgd.h's products. */
-static void power_mul(const float *restrict A, size_t rows, size_t cols, const float *restrict Q,
-                      size_t R, float *restrict P)
-{
-    for (size_t i = 0; i < rows; i++) {
-        float *restrict p = P + i * R;
-        for (size_t k = 0; k < R; k++) p[k] = 0.0f;
-        const float *restrict a = A + i * cols;
-        for (size_t j = 0; j < cols; j++) {
-            const float x = a[j], *restrict q = Q + j * R;
-            for (size_t k = 0; k < R; k++) p[k] += x * q[k];
-        }
-    }
-}
-
-static void power_mul_t(const float *restrict A, size_t rows, size_t cols, const float *restrict P,
-                        size_t R, float *restrict Q)
-{
-    memset(Q, 0, cols * R * sizeof *Q);
-    for (size_t i = 0; i < rows; i++) {
-        const float *restrict p = P + i * R, *restrict a = A + i * cols;
-        for (size_t j = 0; j < cols; j++) {
-            const float x = a[j];
-            float *restrict q = Q + j * R;
-            for (size_t k = 0; k < R; k++) q[k] += x * p[k];
-        }
-    }
-}
-
 static terse_status_t powersgd_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n,
                                       size_t rows, size_t cols, const float *A, double *errors)
 {
@@ -300,18 +293,21 @@ static terse_status_t powersgd_errors(const codec_ops_t *codec, double (*prm)[TE
         R = r > R ? r : R;
     }
     float *P = malloc((rows * R + 1) * sizeof *P), *Q = malloc((cols * R + 1) * sizeof *Q);
+    float *acc = malloc(powersgd_acc_floats(R) * sizeof *acc);
     double *S = malloc((R * R + 1) * sizeof *S), *ev = malloc((R + 1) * sizeof *ev);
-    if (!P || !Q || !S || !ev) {
-        free(P), free(Q), free(S), free(ev);
+    if (!P || !Q || !acc || !S || !ev) {
+        free(P), free(Q), free(acc), free(S), free(ev);
         return terse_error(TERSE_ERR_NOMEM, "lgreco: out of memory for rank-%zu factors", R);
     }
+    /* the codec's own products (powersgd.h): deterministic, vectorised, one pass over A each */
     powersgd_random(0x6c677265636fULL, cols, R, Q);
     for (int it = 0; it < LGRECO_POWER_ITERS; it++) {
         powersgd_orthogonalize(Q, cols, R);
-        power_mul(A, rows, cols, Q, R, P);
+        powersgd_mul(A, rows, cols, Q, R, P, acc);
         powersgd_orthogonalize(P, rows, R);
-        power_mul_t(A, rows, cols, P, R, Q);
+        powersgd_mul_t(A, rows, cols, P, R, Q, acc);
     }
+    free(acc);
     /* S = Q^T Q: its eigenvalues are the squared singular values of P^T A */
     for (size_t i = 0; i < R; i++)
         for (size_t j = 0; j < R; j++) {

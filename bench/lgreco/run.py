@@ -1,10 +1,12 @@
 #!/usr/bin/python3
-"""L-GreCo against the uniform default and dense, on a 7-layer MLP trained on LibSVM's a9a
-with terse's compressed allreduce (data-parallel, one shard per rank).
+"""L-GreCo against the uniform default and dense, on a small convnet trained on sklearn's
+digits (or, with --model mlp, a 7-layer MLP on LibSVM's a9a) with terse's compressed
+allreduce (data-parallel, one shard per rank).
 
     export PYTHONPATH=python TERSE_LIBRARY=build/libterse.so
-    mpirun -np 4 /usr/bin/python3 bench/lgreco/run.py --data ../shared/data/libsvm/a9a.txt \\
-        --out bench/lgreco/results
+    mpirun -np 4 /usr/bin/python3 bench/lgreco/run.py --out bench/lgreco/results
+    mpirun -np 4 /usr/bin/python3 bench/lgreco/run.py --model mlp \
+        --data ../shared/data/libsvm/a9a.txt --out bench/lgreco/results-mlp
 
 For each of powersgd, topk and qsgd it trains the same model from the same initial weights
 on the same batches three ways: dense (compressor=none, once, shared by the three), the
@@ -39,14 +41,17 @@ CODECS = {
     "topk": "compressor=topk:density=0.01; feedback=ef",
     "qsgd": "compressor=qsgd:bits=4; feedback=ef",
 }
-WIDTHS = [123, 256, 256, 128, 128, 64, 32, 2]  # 7 Linear layers, every shape different
+WIDTHS = [123, 256, 256, 128, 128, 64, 32, 2]  # the MLP: 7 Linear layers, every shape different
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("--model", choices=["convnet", "mlp"], default="convnet",
+                    help="convnet: 4 convolutions and 3 linear layers on sklearn's digits (default); "
+                    "mlp: 7 linear layers on LibSVM's a9a (--data)")
 parser.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "../../../shared/data/libsvm/a9a.txt"))
 parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
 parser.add_argument("--codecs", default="powersgd,topk,qsgd")
 parser.add_argument("--steps", type=int, default=400)
-parser.add_argument("--batch", type=int, default=256, help="per rank")
+parser.add_argument("--batch", type=int, help="per rank (default: 32 convnet, 256 mlp)")
 parser.add_argument("--lr", type=float, default=0.05)
 parser.add_argument("--momentum", type=float, default=0.9)
 parser.add_argument("--period", type=int, default=100, help="L-GreCo: steps between decisions")
@@ -55,15 +60,23 @@ parser.add_argument("--lgreco", default="", help="more L-GreCo parameters, e.g. 
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--log-every", type=int, default=25)
 args = parser.parse_args()
+if args.batch is None:
+    args.batch = 32 if args.model == "convnet" else 256
 
 world = MPI.COMM_WORLD
 rank, size = world.Get_rank(), world.Get_size()
 torch.set_num_threads(1)  # one core per rank: the ranks share the machine
 
 # ---- data: one fixed 80/20 split; rank r trains on every size-th training example -------------
-X, y = load_svmlight_file(args.data, n_features=WIDTHS[0])
-X = np.asarray(X.todense(), dtype=np.float32)
-y = (y > 0).astype(np.int64)
+if args.model == "convnet":
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    X = (digits.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    y = digits.target.astype(np.int64)
+else:
+    X, y = load_svmlight_file(args.data, n_features=WIDTHS[0])
+    X = np.asarray(X.todense(), dtype=np.float32)
+    y = (y > 0).astype(np.int64)
 perm = np.random.RandomState(12345).permutation(len(y))
 n_test = len(y) // 5
 test_idx, train_idx = perm[:n_test], perm[n_test:]
@@ -73,8 +86,21 @@ mine = np.arange(rank, len(train_idx), size)
 x_mine, y_mine = x_train_all[mine], y_train_all[mine]
 
 
+def make_convnet():
+    """8x8 digits: 3x3 convolutions 1-16-32-32 at 8x8 and 32-64 at 4x4, then linear
+    1024-1024-256-10: seven weight tensors of different shapes, from 16x9 to 1024x1024, the
+    classifier layers holding most of the parameters (as in VGG or AlexNet)."""
+    conv = lambda i, o: nn.Conv2d(i, o, 3, padding=1)
+    return nn.Sequential(
+        conv(1, 16), nn.ReLU(), conv(16, 32), nn.ReLU(), conv(32, 32), nn.ReLU(), nn.MaxPool2d(2),
+        conv(32, 64), nn.ReLU(), nn.Flatten(),
+        nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
 def make_model():
     torch.manual_seed(args.seed)  # the same initial weights on every rank and in every run
+    if args.model == "convnet":
+        return make_convnet()
     layers = []
     for i in range(len(WIDTHS) - 1):
         layers.append(nn.Linear(WIDTHS[i], WIDTHS[i + 1]))
