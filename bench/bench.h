@@ -40,6 +40,11 @@ double bench_now_us(void);
  * elements; NULL after printing why not. */
 const struct codec_ops *bench_codec(const char *spec, size_t n, double p[TERSE_MAX_PARAMS]);
 
+/* One row of a --kernels table: the mean encode, decode and copy time of iters iterations
+ * (the sums given) and their ratio, (encode + decode) / copy. */
+void bench_kernel_row(const char *codec, bench_shape_t shape, size_t bytes, double enc, double dec, double cpy,
+                      int iters);
+
 /* Codec kernel throughput (--kernels): encode and decode of each codec next to memcpy, for
  * each size from min to max bytes (doubling), or for each shape when shapes is not NULL. */
 int bench_kernels(const char *const *codecs, size_t n_codecs, size_t min_bytes, size_t max_bytes,

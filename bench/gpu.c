@@ -122,15 +122,7 @@ int bench_kernels_cuda(const char *const *codecs, size_t n_codecs, size_t min_by
                     cpy += t3 - t2;
                 }
             }
-            if (rc == 0) {
-                enc /= iters;
-                dec /= iters;
-                cpy /= iters;
-                char name[64];
-                snprintf(name, sizeof name, "%s %zux%zu", codecs[c], shape.rows, shape.cols);
-                printf("%-40s %12zu %12.1f %12.1f %12.1f %8.2f\n", name, bytes, enc, dec, cpy,
-                       cpy > 0 ? (enc + dec) / cpy : 0.0);
-            }
+            if (rc == 0) bench_kernel_row(codecs[c], shape, bytes, enc, dec, cpy, iters);
             bench_gpu_free(msg);
             bench_gpu_free(scratch);
         }

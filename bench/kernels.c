@@ -38,6 +38,17 @@ const codec_ops_t *bench_codec(const char *spec, size_t n, double p[TERSE_MAX_PA
     return ops;
 }
 
+void bench_kernel_row(const char *codec, bench_shape_t shape, size_t bytes, double enc, double dec, double cpy,
+                      int iters)
+{
+    enc /= iters;
+    dec /= iters;
+    cpy /= iters;
+    char name[64];
+    snprintf(name, sizeof name, "%s %zux%zu", codec, shape.rows, shape.cols);
+    printf("%-40s %12zu %12.1f %12.1f %12.1f %8.2f\n", name, bytes, enc, dec, cpy, cpy > 0 ? (enc + dec) / cpy : 0.0);
+}
+
 int bench_kernels(const char *const *codecs, size_t n_codecs, size_t min_bytes, size_t max_bytes,
                   const shape_list_t *shapes, int iters, int warmup)
 {
@@ -87,11 +98,7 @@ int bench_kernels(const char *const *codecs, size_t n_codecs, size_t min_bytes, 
                     cpy += t3 - t2;
                 }
             }
-            enc /= iters; dec /= iters; cpy /= iters;
-            char name[64];
-            snprintf(name, sizeof name, "%s %zux%zu", codecs[c], shape.rows, shape.cols);
-            printf("%-40s %12zu %12.1f %12.1f %12.1f %8.2f\n", name, bytes, enc, dec, cpy,
-                   cpy > 0 ? (enc + dec) / cpy : 0.0);
+            bench_kernel_row(codecs[c], shape, bytes, enc, dec, cpy, iters);
             free(msg);
             free(scratch);
         }

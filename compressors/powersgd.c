@@ -164,12 +164,13 @@ static void transpose_slice(const float *Q, size_t j0, size_t len, size_t r, flo
 
 /* M Q on R rows (x: at column j0, m apart) over len columns (a multiple of 8, or the last
  * slice: then mask covers its last group) for K rank-columns of the slice of Q^T qt (w
- * apart): s holds the rows' chains, 8 per rank-column, R x K vectors. */
-POWERSGD_TILE void mul_tile(const float *x, size_t m, size_t len, const float *qt, size_t w, float *s,
+ * apart): s holds the chains, 8 per rank-column, a row's rs floats apart. */
+POWERSGD_TILE void mul_tile(const float *x, size_t m, size_t len, const float *qt, size_t w, float *s, size_t rs,
                             __m256i mask, const int R, const int K)
 {
     __m256 a[8];
-    for (int t = 0; t < R * K; t++) a[t] = _mm256_load_ps(s + 8 * t);
+    for (int g = 0; g < R; g++)
+        for (int k = 0; k < K; k++) a[g * K + k] = _mm256_load_ps(s + g * rs + 8 * k);
     size_t j = 0;
     for (; j + 8 <= len; j += 8) {
         if (j % 16 == 0)
@@ -187,56 +188,44 @@ POWERSGD_TILE void mul_tile(const float *x, size_t m, size_t len, const float *q
                 a[g * K + k] = _mm256_blendv_ps(a[g * K + k], f, _mm256_castsi256_ps(mask));
             }
         }
-    for (int t = 0; t < R * K; t++) _mm256_store_ps(s + 8 * t, a[t]);
+    for (int g = 0; g < R; g++)
+        for (int k = 0; k < K; k++) _mm256_store_ps(s + g * rs + 8 * k, a[g * K + k]);
 }
 
 SIMD_AVX2_FN static void mul_avx2(const float *restrict M, size_t n, size_t m, const float *restrict Q, size_t r,
                                   float *restrict P, float *restrict acc)
 {
-    const size_t w = block_cols(r);
+    /* row i's chains for rank-column k at chains[(i - i0) * rs + 8 k]; a slice of Q^T that
+     * holds all of Q is transposed once, not once per block of rows */
+    const size_t w = block_cols(r), rs = POWERSGD_CHAINS * r;
     float *qt = aligned_block(acc), *chains = qt + block_floats(r);
+    if (m <= w) transpose_slice(Q, 0, m, r, qt, w);
     for (size_t i0 = 0; i0 < n; i0 += POWERSGD_ROWS) {
         const size_t nb = n - i0 < POWERSGD_ROWS ? n - i0 : POWERSGD_ROWS;
-        memset(chains, 0, nb * r * POWERSGD_CHAINS * sizeof *chains);
+        memset(chains, 0, nb * rs * sizeof *chains);
         for (size_t j0 = 0; j0 < m; j0 += w) {
             const size_t len = m - j0 < w ? m - j0 : w;
-            transpose_slice(Q, j0, len, r, qt, w);
+            if (m > w) transpose_slice(Q, j0, len, r, qt, w);
             const __m256i mask = lanes_below(len % 8 ? len % 8 : 8);
-            for (size_t g = 0; g < nb; g += 2) {
-                const float *x = M + (i0 + g) * m + j0;
+            for (size_t g = 0; g < nb; g += 2)
                 for (size_t k0 = 0; k0 < r; k0 += 4) {
-                    float *s = chains + ((g * r) + (nb - g >= 2 ? 2 : 1) * k0) * POWERSGD_CHAINS;
-                    const float *q = qt + k0 * w;
-                    const int K = r - k0 < 4 ? (int)(r - k0) : 4;
-                    if (nb - g >= 2) {
-                        switch (K) {
-                        case 1: mul_tile(x, m, len, q, w, s, mask, 2, 1); break;
-                        case 2: mul_tile(x, m, len, q, w, s, mask, 2, 2); break;
-                        case 3: mul_tile(x, m, len, q, w, s, mask, 2, 3); break;
-                        default: mul_tile(x, m, len, q, w, s, mask, 2, 4); break;
-                        }
-                    } else {
-                        switch (K) {
-                        case 1: mul_tile(x, m, len, q, w, s, mask, 1, 1); break;
-                        case 2: mul_tile(x, m, len, q, w, s, mask, 1, 2); break;
-                        case 3: mul_tile(x, m, len, q, w, s, mask, 1, 3); break;
-                        default: mul_tile(x, m, len, q, w, s, mask, 1, 4); break;
-                        }
+                    const float *x = M + (i0 + g) * m + j0, *q = qt + k0 * w;
+                    float *s = chains + g * rs + POWERSGD_CHAINS * k0;
+                    const size_t R = nb - g >= 2 ? 2 : 1, K = r - k0 < 4 ? r - k0 : 4;
+                    switch (4 * R + K) {
+                    case 5: mul_tile(x, m, len, q, w, s, rs, mask, 1, 1); break;
+                    case 6: mul_tile(x, m, len, q, w, s, rs, mask, 1, 2); break;
+                    case 7: mul_tile(x, m, len, q, w, s, rs, mask, 1, 3); break;
+                    case 8: mul_tile(x, m, len, q, w, s, rs, mask, 1, 4); break;
+                    case 9: mul_tile(x, m, len, q, w, s, rs, mask, 2, 1); break;
+                    case 10: mul_tile(x, m, len, q, w, s, rs, mask, 2, 2); break;
+                    case 11: mul_tile(x, m, len, q, w, s, rs, mask, 2, 3); break;
+                    default: mul_tile(x, m, len, q, w, s, rs, mask, 2, 4); break;
                     }
                 }
-            }
         }
-        /* a pair of rows g, g+1 keeps its chains as [k0 .. k0+K) x row, K <= 4 */
-        for (size_t g = 0; g < nb; g += 2) {
-            const size_t R = nb - g >= 2 ? 2 : 1;
-            for (size_t k0 = 0; k0 < r; k0 += 4) {
-                const size_t K = r - k0 < 4 ? r - k0 : 4;
-                const float *s = chains + (g * r + R * k0) * POWERSGD_CHAINS;
-                for (size_t h = 0; h < R; h++)
-                    for (size_t k = 0; k < K; k++)
-                        P[(i0 + g + h) * r + k0 + k] = chains_total(s + (h * K + k) * POWERSGD_CHAINS);
-            }
-        }
+        for (size_t g = 0; g < nb; g++)
+            for (size_t k = 0; k < r; k++) P[(i0 + g) * r + k] = chains_total(chains + g * rs + POWERSGD_CHAINS * k);
     }
 }
 
@@ -266,7 +255,7 @@ SIMD_AVX2_FN static void mul_t_avx2(const float *restrict M, size_t n, size_t m,
 {
     /* a tile keeps 8 sums going: 8 column vectors at rank 1, 4 at rank 2, else 2 */
     const size_t JV = r == 1 ? 8 : r == 2 ? 4 : 2, tw = 8 * JV;
-    const size_t w = block_floats(r) / r / tw * tw;
+    const size_t w = block_cols(r) / tw * tw;
     float *sums = aligned_block(acc);
     for (size_t j0 = 0; j0 < m; j0 += w) {
         const size_t bw = m - j0 < w ? m - j0 : w;

@@ -312,6 +312,19 @@ static __global__ void __launch_bounds__(TILE_THREADS)
     }
 }
 
+/* Inclusive scan of a pair of counts across a warp (lane: the thread's lane). */
+static __device__ __forceinline__ void warp_scan_pair(unsigned long long *a, unsigned long long *b, unsigned lane)
+{
+    for (int o = 1; o < 32; o <<= 1) {
+        const unsigned long long xa = __shfl_up_sync(FULL_MASK, *a, o);
+        const unsigned long long xb = __shfl_up_sync(FULL_MASK, *b, o);
+        if (lane >= (unsigned)o) {
+            *a += xa;
+            *b += xb;
+        }
+    }
+}
+
 /* One block of SCAN_THREADS: a_off[t], b_off[t] = the A and B entries of the tiles before t.
  * Thread i sums a contiguous run of tiles, the block scans the sums (warp shuffles, then the
  * warp totals), and each thread writes its run's offsets. */
@@ -329,15 +342,8 @@ static __global__ void __launch_bounds__(SCAN_THREADS)
         sb += b_cnt[t];
     }
     const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    unsigned long long ia = sa, ib = sb; /* inclusive within the warp */
-    for (int o = 1; o < 32; o <<= 1) {
-        const unsigned long long xa = __shfl_up_sync(FULL_MASK, ia, o);
-        const unsigned long long xb = __shfl_up_sync(FULL_MASK, ib, o);
-        if (lane >= (unsigned)o) {
-            ia += xa;
-            ib += xb;
-        }
-    }
+    unsigned long long ia = sa, ib = sb;
+    warp_scan_pair(&ia, &ib, lane);
     __shared__ unsigned long long wa[SCAN_THREADS / 32], wb[SCAN_THREADS / 32];
     if (lane == 31) {
         wa[warp] = ia;
@@ -346,14 +352,7 @@ static __global__ void __launch_bounds__(SCAN_THREADS)
     __syncthreads();
     if (warp == 0) { /* inclusive scan of the 32 warp totals; lane i alone touches entry i */
         unsigned long long xa = wa[lane], xb = wb[lane];
-        for (int o = 1; o < 32; o <<= 1) {
-            const unsigned long long ya = __shfl_up_sync(FULL_MASK, xa, o);
-            const unsigned long long yb = __shfl_up_sync(FULL_MASK, xb, o);
-            if (lane >= (unsigned)o) {
-                xa += ya;
-                xb += yb;
-            }
-        }
+        warp_scan_pair(&xa, &xb, lane);
         wa[lane] = xa;
         wb[lane] = xb;
     }
