@@ -396,18 +396,35 @@ void powersgd_outer(const float *restrict P, size_t n, const float *restrict Q, 
     outer_scalar(P, n, Q, m, r, A, add);
 }
 
+/* The later columns are handled ORTHO_BLOCK at a time: one pass over the rows gathers their
+ * sums s_j (each its own chain in increasing t, as in the definition) and one pass updates
+ * them, so the inner loops run along a row and vectorise. Column j's update touches only
+ * column j, so doing all of a block's sums first gives the bits of the column-by-column
+ * definition. */
+#define ORTHO_BLOCK 32
+
 void powersgd_orthogonalize(float *a, size_t len, size_t r)
 {
+    double s[ORTHO_BLOCK];
     for (size_t i = 0; i < r; i++) {
         double ss = 0.0;
         for (size_t t = 0; t < len; t++) ss += (double)a[t * r + i] * (double)a[t * r + i];
         /* eps on the norm, not under the root: a zero column divides by eps and stays 0 */
         const double d = sqrt(ss) + POWERSGD_EPS;
         for (size_t t = 0; t < len; t++) a[t * r + i] = (float)((double)a[t * r + i] / d);
-        for (size_t j = i + 1; j < r; j++) {
-            double s = 0.0;
-            for (size_t t = 0; t < len; t++) s += (double)a[t * r + i] * (double)a[t * r + j];
-            for (size_t t = 0; t < len; t++) a[t * r + j] = (float)((double)a[t * r + j] - s * (double)a[t * r + i]);
+        for (size_t j0 = i + 1; j0 < r; j0 += ORTHO_BLOCK) {
+            const size_t nb = r - j0 < ORTHO_BLOCK ? r - j0 : ORTHO_BLOCK;
+            for (size_t j = 0; j < nb; j++) s[j] = 0.0;
+            for (size_t t = 0; t < len; t++) {
+                const double ai = (double)a[t * r + i];
+                const float *row = a + t * r + j0;
+                for (size_t j = 0; j < nb; j++) s[j] += ai * (double)row[j];
+            }
+            for (size_t t = 0; t < len; t++) {
+                const double ai = (double)a[t * r + i];
+                float *row = a + t * r + j0;
+                for (size_t j = 0; j < nb; j++) row[j] = (float)((double)row[j] - s[j] * ai);
+            }
         }
     }
 }

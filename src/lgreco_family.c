@@ -16,12 +16,14 @@
  * PowerSGD's: block power iteration with the largest candidate rank R gives an orthonormal
  * P (rows x R) and Q = A^T P; the squared singular values s_1 >= s_2 >= ... of Q give the
  * error of the best rank-r approximation inside that subspace, sqrt(||A||^2 - s_1 - .. - s_r). */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dgc.h"
 #include "error.h"
+#include "internal.h"
 #include "lgreco.h"
 #include "powersgd.h"
 #include "qsgd.h"
@@ -50,18 +52,16 @@ struct lgreco_family {
 
 /* ---- shared pieces ----------------------------------------------------------------------- */
 
+/* ||A||^2 in double, as 4 running sums (element i adds to sum i mod 4) that vectorise. */
 static double sum_squares(const float *A, size_t n)
 {
-    double s = 0.0;
-    for (size_t i = 0; i < n; i++) s += (double)A[i] * (double)A[i];
+    double lane[4] = {0};
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int k = 0; k < 4; k++) lane[k] += (double)A[i + k] * (double)A[i + k];
+    double s = (lane[0] + lane[1]) + (lane[2] + lane[3]);
+    for (; i < n; i++) s += (double)A[i] * (double)A[i];
     return s;
-}
-
-static int all_finite(const float *A, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(A[i])) return 0;
-    return 1;
 }
 
 /* Sorts n non-negative finite floats' bit patterns (which order as the floats do) into
@@ -201,12 +201,45 @@ static terse_status_t randk_errors(const codec_ops_t *codec, double (*prm)[TERSE
 
 static int qsgd_param(const double *p) { (void)p; return QSGD_BITS; }
 
-/* The expected error, from each bucket's range: with step s = (hi - lo) / (2^bits - 1) and
- * an element at fractional position f between two levels, stochastic rounding errs by
- * s^2 f (1 - f) in expectation and rounding to nearest by s^2 min(f, 1 - f)^2. One pass per
- * bucket serves every candidate (the bucket size does not change). The buckets start at the
- * layer's first element; the dense protocol starts them at each owner's chunk, so on more
- * than one rank a few buckets differ. */
+/* One bucket's expected error, in units of the step: with an element at fractional position
+ * f between two levels, stochastic rounding errs by f (1 - f) steps squared in expectation
+ * and rounding to nearest by min(f, 1 - f)^2. In float, as 8 running sums (element j adds
+ * to sum j mod 8) that the compiler keeps in vector registers; an estimate, so float's
+ * 24 bits are plenty (q < 256: f to 2^-16). q >= 0 (x >= lo), so truncation is floor.
+ * h = 1/2 when hi - lo would overflow a float (h x - h lo cannot; scale counts it). */
+static double qsgd_bucket_error(const float *x, size_t m, float lo, float h, float scale, int stochastic)
+{
+    lo *= h;
+    float lane[8] = {0};
+    size_t j = 0;
+    if (stochastic)
+        for (; j + 8 <= m; j += 8)
+            for (int k = 0; k < 8; k++) {
+                const float q = (h * x[j + k] - lo) * scale, f = q - (float)(int32_t)q;
+                lane[k] += f * (1.0f - f);
+            }
+    else
+        for (; j + 8 <= m; j += 8)
+            for (int k = 0; k < 8; k++) {
+                const float q = (h * x[j + k] - lo) * scale, f = q - (float)(int32_t)q, g = 1.0f - f;
+                const float t = f < g ? f : g;
+                lane[k] += t * t;
+            }
+    double e = 0.0;
+    for (; j < m; j++) {
+        const float q = (h * x[j] - lo) * scale, f = q - (float)(int32_t)q, g = 1.0f - f;
+        const float t = f < g ? f : g;
+        e += stochastic ? f * g : t * t;
+    }
+    for (int k = 0; k < 8; k++) e += lane[k];
+    return e;
+}
+
+/* The expected error, from each bucket's range: step s = (hi - lo) / (2^bits - 1), and the
+ * bucket errs by s^2 times qsgd_bucket_error. One pass per bucket and candidate, the bucket
+ * in cache (the bucket size does not change). The buckets start at the layer's first
+ * element; the dense protocol starts them at each owner's chunk, so on more than one rank a
+ * few buckets differ. */
 static terse_status_t qsgd_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n,
                                   size_t rows, size_t cols, const float *A, double *errors)
 {
@@ -225,14 +258,8 @@ static terse_status_t qsgd_errors(const codec_ops_t *codec, double (*prm)[TERSE_
         const double r = (double)hi - (double)lo;
         if (r == 0.0) continue;
         for (size_t c = 0; c < n; c++) {
-            const double L = ldexp(1.0, (int)prm[c][QSGD_BITS]) - 1.0, scale = L / r;
-            double e = 0.0;
-            for (size_t j = 0; j < m; j++) {
-                /* q >= 0 (x >= lo), so truncation is floor: a conversion, not a libm call */
-                const double q = ((double)x[j] - (double)lo) * scale, f = q - (double)(int64_t)q;
-                e += stochastic ? f * (1.0 - f) : (f < 0.5 ? f * f : (1.0 - f) * (1.0 - f));
-            }
-            sum[c] += e / (scale * scale);
+            const double L = ldexp(1.0, (int)prm[c][QSGD_BITS]) - 1.0, step = r / L, h = r > FLT_MAX ? 0.5 : 1.0;
+            sum[c] += qsgd_bucket_error(x, m, lo, (float)h, (float)(L / (h * r)), stochastic) * step * step;
         }
     }
     for (size_t c = 0; c < n; c++) errors[c] = sqrt(sum[c]);
@@ -443,7 +470,7 @@ terse_status_t lgreco_measure(const lgreco_layer_t *lg, const codec_ops_t *codec
         lgreco_candidate_params(lg, base, c, prm[c]);
         sizes[c] = lg->family->wire(codec, prm[c], rows, cols);
     }
-    if (!all_finite(A, rows * cols)) {
+    if (engine_has_nonfinite(A, rows * cols)) {
         for (size_t c = 0; c < lg->n_cand; c++) errors[c] = NAN;
         return TERSE_OK;
     }

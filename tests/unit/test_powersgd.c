@@ -299,6 +299,40 @@ START_TEST(orthogonalize_follows_the_paper_code_formula)
 }
 END_TEST
 
+/* The header's definition, column by column, as plain loops: the blocked kernel must give
+ * its bits, also where the later columns span more than one block of 32. */
+static void orthogonalize_reference(float *a, size_t len, size_t r)
+{
+    for (size_t i = 0; i < r; i++) {
+        double ss = 0.0;
+        for (size_t t = 0; t < len; t++) ss += (double)a[t * r + i] * (double)a[t * r + i];
+        const double d = sqrt(ss) + POWERSGD_EPS;
+        for (size_t t = 0; t < len; t++) a[t * r + i] = (float)((double)a[t * r + i] / d);
+        for (size_t j = i + 1; j < r; j++) {
+            double s = 0.0;
+            for (size_t t = 0; t < len; t++) s += (double)a[t * r + i] * (double)a[t * r + j];
+            for (size_t t = 0; t < len; t++) a[t * r + j] = (float)((double)a[t * r + j] - s * (double)a[t * r + i]);
+        }
+    }
+}
+
+START_TEST(orthogonalize_equals_the_column_by_column_definition)
+{
+    static const size_t shapes[][2] = {{1, 1}, {7, 3}, {100, 8}, {64, 32}, {90, 33}, {200, 70}, {3, 40}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const size_t len = shapes[s][0], r = shapes[s][1];
+        float *a = malloc(len * r * sizeof *a), *b = malloc(len * r * sizeof *b);
+        fill(a, len * r, 31 + s);
+        memcpy(b, a, len * r * sizeof *a);
+        powersgd_orthogonalize(a, len, r);
+        orthogonalize_reference(b, len, r);
+        ck_assert_msg(memcmp(a, b, len * r * sizeof *a) == 0, "%zu x %zu differs from the definition", len, r);
+        free(a);
+        free(b);
+    }
+}
+END_TEST
+
 START_TEST(orthogonalize_keeps_zero_and_dependent_columns_finite)
 {
     /* 10 x 3: column 1 zero, column 2 a multiple of column 0 */
@@ -572,6 +606,7 @@ static Suite *powersgd_suite(void)
     tcase_add_test(tc, avx2_products_equal_scalar_bit_for_bit_on_every_shape);
     tcase_add_test(tc, orthogonalize_gives_orthonormal_columns);
     tcase_add_test(tc, orthogonalize_follows_the_paper_code_formula);
+    tcase_add_test(tc, orthogonalize_equals_the_column_by_column_definition);
     tcase_add_test(tc, orthogonalize_keeps_zero_and_dependent_columns_finite);
     tcase_add_test(tc, random_q_is_a_pure_function_of_the_key);
     suite_add_tcase(s, tc);
