@@ -16,7 +16,6 @@
  * PowerSGD's: block power iteration with the largest candidate rank R gives an orthonormal
  * P (rows x R) and Q = A^T P; the squared singular values s_1 >= s_2 >= ... of Q give the
  * error of the best rank-r approximation inside that subspace, sqrt(||A||^2 - s_1 - .. - s_r). */
-#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,7 +205,8 @@ static int qsgd_param(const double *p) { (void)p; return QSGD_BITS; }
  * and rounding to nearest by min(f, 1 - f)^2. In float, as 8 running sums (element j adds
  * to sum j mod 8) that the compiler keeps in vector registers; an estimate, so float's
  * 24 bits are plenty (q < 256: f to 2^-16). q >= 0 (x >= lo), so truncation is floor.
- * h = 1/2 when hi - lo would overflow a float (h x - h lo cannot; scale counts it). */
+ * h, a power of two, brings the range near 1 (scale counts it), so that neither h x - h lo
+ * nor the scale overflows a float at either end of its exponents. */
 static double qsgd_bucket_error(const float *x, size_t m, float lo, float h, float scale, int stochastic)
 {
     lo *= h;
@@ -257,8 +257,10 @@ static terse_status_t qsgd_errors(const codec_ops_t *codec, double (*prm)[TERSE_
         }
         const double r = (double)hi - (double)lo;
         if (r == 0.0) continue;
+        const int e = ilogb(r);
+        const double h = ldexp(1.0, e > 127 ? -127 : e < -127 ? 127 : -e); /* h r in [2^-22, 4) */
         for (size_t c = 0; c < n; c++) {
-            const double L = ldexp(1.0, (int)prm[c][QSGD_BITS]) - 1.0, step = r / L, h = r > FLT_MAX ? 0.5 : 1.0;
+            const double L = ldexp(1.0, (int)prm[c][QSGD_BITS]) - 1.0, step = r / L;
             sum[c] += qsgd_bucket_error(x, m, lo, (float)h, (float)(L / (h * r)), stochastic) * step * step;
         }
     }

@@ -207,28 +207,34 @@ START_TEST(lgreco_qsgd_error_falls_with_bits_and_nan_propagates)
 }
 END_TEST
 
-/* A bucket whose range overflows a float (hi - lo > FLT_MAX) still has a finite error, the
- * same as the same bucket halved, times two. */
-START_TEST(lgreco_qsgd_error_of_a_range_beyond_float)
+/* Buckets whose range overflows a float (hi - lo > FLT_MAX) or lies among the subnormals
+ * have the errors of the same values scaled by a power of two into the normal range, scaled
+ * back: finite, and equal up to rounding. */
+START_TEST(lgreco_qsgd_error_at_the_ends_of_float)
 {
     enum { N = 1000 };
+    static const int shift[] = {-1, 100, 126};
     terse_config_t cfg;
     lgreco_layer_t lg;
     layer("compressor=qsgd:bits=4,bucket=100", N, 1, &cfg, &lg, NULL);
-    static float A[N], H[N];
-    uint64_t seed = 3;
-    for (size_t i = 0; i < N; i++) {
-        A[i] = rng_float(&seed) * 3.0e38f;
-        H[i] = A[i] * 0.5f;
-    }
-    A[0] = 3.0e38f, A[1] = -3.0e38f, H[0] = 1.5e38f, H[1] = -1.5e38f;
-    double sizes[LGRECO_MAX_CANDIDATES], errors[LGRECO_MAX_CANDIDATES], half[LGRECO_MAX_CANDIDATES];
-    ck_assert_int_eq(lgreco_measure(&lg, &codec_qsgd_ops, cfg.compressor.p, N, 1, A, sizes, errors), TERSE_OK);
-    ck_assert_int_eq(lgreco_measure(&lg, &codec_qsgd_ops, cfg.compressor.p, N, 1, H, sizes, half), TERSE_OK);
-    for (size_t c = 0; c < lg.n_cand; c++) {
-        ck_assert_msg(isfinite(errors[c]) && errors[c] > 0, "bits %g: %g", lg.cand[c], errors[c]);
-        ck_assert_msg(fabs(errors[c] - 2 * half[c]) < 1e-5 * errors[c], "bits %g: %g vs 2 x %g", lg.cand[c],
-                      errors[c], half[c]);
+    static float A[N], B[N];
+    for (size_t t = 0; t < sizeof shift / sizeof shift[0]; t++) {
+        /* A at the edge (3e38, or subnormals), B = A * 2^shift[t] in the normal range, exactly */
+        uint64_t seed = 3 + t;
+        for (size_t i = 0; i < N; i++) {
+            A[i] = shift[t] < 0 ? rng_float(&seed) * 3.0e38f : rng_float(&seed) * 1.0e-39f;
+            if (i % 100 == 0) A[i] = shift[t] < 0 ? 3.0e38f : 1.0e-39f; /* every bucket's range */
+            B[i] = ldexpf(A[i], shift[t]);
+        }
+        double sizes[LGRECO_MAX_CANDIDATES], ea[LGRECO_MAX_CANDIDATES], eb[LGRECO_MAX_CANDIDATES];
+        ck_assert_int_eq(lgreco_measure(&lg, &codec_qsgd_ops, cfg.compressor.p, N, 1, A, sizes, ea), TERSE_OK);
+        ck_assert_int_eq(lgreco_measure(&lg, &codec_qsgd_ops, cfg.compressor.p, N, 1, B, sizes, eb), TERSE_OK);
+        for (size_t c = 0; c < lg.n_cand; c++) {
+            const double want = ldexp(eb[c], -shift[t]);
+            ck_assert_msg(isfinite(ea[c]) && ea[c] > 0, "shift %d, bits %g: %g", shift[t], lg.cand[c], ea[c]);
+            ck_assert_msg(fabs(ea[c] - want) <= 1e-6 * want, "shift %d, bits %g: %g, scaled %g", shift[t],
+                          lg.cand[c], ea[c], want);
+        }
     }
 }
 END_TEST
@@ -289,7 +295,7 @@ static Suite *lgreco_family_suite(void)
     tcase_add_test(tc, lgreco_randk_error_is_its_expectation);
     tcase_add_test(tc, lgreco_qsgd_error_falls_with_bits_and_nan_propagates);
     tcase_add_test(tc, lgreco_qsgd_nearest_error_matches_the_codec);
-    tcase_add_test(tc, lgreco_qsgd_error_of_a_range_beyond_float);
+    tcase_add_test(tc, lgreco_qsgd_error_at_the_ends_of_float);
     tcase_add_test(tc, lgreco_families_cover_the_adaptable_codecs);
     suite_add_tcase(s, tc);
     return s;
