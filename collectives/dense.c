@@ -18,6 +18,9 @@
  * a running aggregate (the EF21 family: g += aggregate) would sum for ever; with it the
  * aggregates of successive calls add up to the sum of the ranks' messages minus one bounded
  * e. State: the owner's chunk, count / n + 1 floats.
+ * Codec none (the float is its own encoding) skips the copies: round 1 sends straight from
+ * the input, the owner sums into its chunk of the output, and round 2 gathers in place in
+ * the output, so encode and decode move no data (the bits are those of the general path).
  * Wire bytes per rank and call: 2 (n-1)/n of the encoded vector, as a ring allreduce. */
 #include <string.h>
 
@@ -31,7 +34,12 @@ typedef struct {
     size_t *sc, *sd, *rc, *rd; /* n each: byte counts and displacements                   */
 } dense_ws_t;
 
+extern const codec_ops_t codec_none_ops;
+
 static size_t align64(size_t b) { return (b + 63) & ~(size_t)63; }
+
+/* Codec none: messages are the floats themselves, sent from c->in and gathered in c->out. */
+static int is_raw(const codec_ops_t *codec) { return codec == &codec_none_ops; }
 
 /* Bytes of the whole vector encoded chunk by chunk, and of the longest chunk. */
 static size_t dense_total(const codec_ops_t *codec, const double *prm, size_t count, int n,
@@ -48,8 +56,8 @@ static size_t dense_workspace(const proto_shape_t *s)
 {
     size_t cb, total = dense_total(s->codec, s->prm, s->count, s->nranks, &cb);
     size_t chunk = s->count / (size_t)s->nranks + 1;
-    return align64(total) * 2 + align64((size_t)s->nranks * cb) + align64(chunk * 4) +
-           align64(4 * (size_t)s->nranks * sizeof(size_t));
+    size_t own = is_raw(s->codec) ? 0 : align64(total) * 2 + align64(chunk * 4);
+    return own + align64((size_t)s->nranks * cb) + align64(4 * (size_t)s->nranks * sizeof(size_t));
 }
 
 static dense_ws_t dense_layout(const proto_call_t *c)
@@ -59,10 +67,16 @@ static dense_ws_t dense_layout(const proto_call_t *c)
     size_t chunk = c->count / (size_t)n + 1;
     unsigned char *p = c->ws;
     dense_ws_t w;
-    w.send = p; p += align64(total);
-    w.gath = p; p += align64(total);
+    if (is_raw(c->codec)) {
+        w.send = (unsigned char *)(uintptr_t)c->in;
+        w.gath = (unsigned char *)c->out;
+        w.acc = c->out ? c->out + protocol_chunk_begin(c->count, n, c->tp->rank) : NULL;
+    } else {
+        w.send = p; p += align64(total);
+        w.gath = p; p += align64(total);
+        w.acc = (float *)p; p += align64(chunk * 4);
+    }
     w.recv = p; p += align64((size_t)n * cb);
-    w.acc = (float *)p; p += align64(chunk * 4);
     w.sc = (size_t *)p; w.sd = w.sc + n; w.rc = w.sd + n; w.rd = w.rc + n;
     /* chunk r of the encoded vector: sc[r] bytes at sd[r] */
     size_t off = 0;
@@ -79,6 +93,11 @@ static terse_status_t dense_encode(proto_call_t *c)
 {
     dense_ws_t w = dense_layout(c);
     int n = c->tp->size;
+    if (is_raw(c->codec)) {
+        c->wire_bytes = c->count * sizeof(float);
+        if (c->delta && c->count) memcpy(c->delta, c->in, c->count * sizeof(float));
+        return TERSE_OK;
+    }
     codec_ctx_t ctx = {protocol_stream_key(0, c, c->tp->rank, 0), 0, 0, 1};
     size_t total = 0;
     for (int r = 0; r < n; r++) {
@@ -122,8 +141,10 @@ static terse_status_t dense_exchange(proto_call_t *c)
         for (size_t j = 0; j < me_len; j++) w.acc[j] /= (float)n;
     if (c->state) /* dense_ef: the owner's error of the last call; decode keeps the new one */
         for (size_t j = 0; j < me_len; j++) w.acc[j] += c->state[j];
-    codec_ctx_t ctx = {protocol_stream_key(0, c, me, 1), mb, me_len, 1};
-    c->codec->encode(c->prm, &ctx, w.acc, me_len, w.gath + w.sd[me], c->scratch);
+    if (!is_raw(c->codec)) { /* raw: acc is my chunk of the output already */
+        codec_ctx_t ctx = {protocol_stream_key(0, c, me, 1), mb, me_len, 1};
+        c->codec->encode(c->prm, &ctx, w.acc, me_len, w.gath + w.sd[me], c->scratch);
+    }
 
     /* round 2: chunk r is sc[r] bytes at sd[r], on every rank */
     return tp->ops->allgatherv(tp, NULL, w.gath, w.sc, w.sd);
@@ -131,6 +152,7 @@ static terse_status_t dense_exchange(proto_call_t *c)
 
 static terse_status_t dense_decode(proto_call_t *c)
 {
+    if (is_raw(c->codec)) return TERSE_OK; /* the exchange gathered into out */
     dense_ws_t w = dense_layout(c);
     int n = c->tp->size;
     memset(c->out, 0, c->count * sizeof(float));
@@ -160,8 +182,6 @@ const protocol_ops_t protocol_dense_ef = {
     sizeof(protocol_ops_t), "dense_ef", dense_workspace, dense_ef_state, dense_encode, dense_exchange,
     dense_decode,
 };
-
-extern const codec_ops_t codec_none_ops;
 
 size_t protocol_dense_floats_workspace(size_t count, int nranks)
 {
