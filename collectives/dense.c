@@ -20,7 +20,9 @@
  * e. State: the owner's chunk, count / n + 1 floats.
  * Codec none (the float is its own encoding) skips the copies: round 1 sends straight from
  * the input, the owner sums into its chunk of the output, and round 2 gathers in place in
- * the output, so encode and decode move no data (the bits are those of the general path).
+ * the output, so encode and decode move no data. The bits are the general path's, except
+ * that a mean which rounds to -0 stays -0, as in the serial reference (the general path's
+ * decode adds it to +0).
  * Wire bytes per rank and call: 2 (n-1)/n of the encoded vector, as a ring allreduce. */
 #include <string.h>
 
