@@ -1,29 +1,21 @@
 /* What one pass over the vector costs next to MPI_Allreduce, on this machine: the floor under
  * any allreduce that checks its input or returns a mean (docs/performance.md, "Why auto still
- * loses on loopback"). For each size, best of --iters rounds, the three variants interleaved:
+ * loses on loopback"). For each size, best of --iters rounds, the four variants interleaved:
  *   bare   MPI_Allreduce in place (what terse-bench --baseline times)
- *   scan   a read-only non-finite scan of the input, then the same allreduce
+ *   scan   terse's read-only non-finite scan of the input (engine_has_nonfinite), then the
+ *          same allreduce
  *   scale  the same allreduce, then one pass multiplying by 1/n (a mean)
  *   both   scan, allreduce, scale: the least a checked mean can do
- * Prints each variant's time over bare's, slowest rank. Plain MPI: no terse code involved.
+ * Prints each variant's time over bare's, slowest rank. No terse collective is involved: the
+ * allreduce is MPI's, the scan terse's own.
  *
  *     mpirun -np 4 build/bench/terse-pass-cost [--sizes-mib 1,2,4,8,16] [--iters 30] */
 #include <mpi.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int has_nonfinite(const float *v, size_t n)
-{
-    uint32_t bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &v[i], sizeof u);
-        bad |= (u & 0x7f800000u) == 0x7f800000u;
-    }
-    return bad != 0;
-}
+#include "internal.h"
 
 int main(int argc, char **argv)
 {
@@ -52,7 +44,7 @@ int main(int argc, char **argv)
                 memcpy(buf, g, count * sizeof *g);
                 MPI_Barrier(MPI_COMM_WORLD);
                 double t = MPI_Wtime();
-                if (v == 1 || v == 3) sink += has_nonfinite(buf, count);
+                if (v == 1 || v == 3) sink += engine_has_nonfinite(buf, count);
                 MPI_Allreduce(MPI_IN_PLACE, buf, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
                 if (v >= 2)
                     for (size_t i = 0; i < count; i++) buf[i] *= 1.0f / (float)n;

@@ -93,13 +93,13 @@ static dense_ws_t dense_layout(const proto_call_t *c)
 
 static terse_status_t dense_encode(proto_call_t *c)
 {
-    dense_ws_t w = dense_layout(c);
-    int n = c->tp->size;
-    if (is_raw(c->codec)) {
+    if (is_raw(c->codec)) { /* the input is the message */
         c->wire_bytes = c->count * sizeof(float);
         if (c->delta && c->count) memcpy(c->delta, c->in, c->count * sizeof(float));
         return TERSE_OK;
     }
+    dense_ws_t w = dense_layout(c);
+    int n = c->tp->size;
     codec_ctx_t ctx = {protocol_stream_key(0, c, c->tp->rank, 0), 0, 0, 1};
     size_t total = 0;
     for (int r = 0; r < n; r++) {
