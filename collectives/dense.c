@@ -178,11 +178,12 @@ static size_t dense_ef_state(const proto_shape_t *s) { return s->count / (size_t
 
 const protocol_ops_t protocol_dense = {
     sizeof(protocol_ops_t), "dense", dense_workspace, NULL, dense_encode, dense_exchange, dense_decode,
+    0, NULL,
 };
 
 const protocol_ops_t protocol_dense_ef = {
     sizeof(protocol_ops_t), "dense_ef", dense_workspace, dense_ef_state, dense_encode, dense_exchange,
-    dense_decode,
+    dense_decode, 0, NULL,
 };
 
 size_t protocol_dense_floats_workspace(size_t count, int nranks)

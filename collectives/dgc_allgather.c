@@ -11,15 +11,20 @@
  *             message = select(v', density of this step)
  *   round 1 (allgatherv): every rank receives every rank's message m0 m1 m2 ...
  *   decode:   out = 0; out[idx_r] += val_r for r = 0, 1, ... in rank order; out /= N;
- *             commit u <- u', v <- v', then u[idx] = v[idx] = 0 (momentum factor masking)
+ *             u' [idx] = v' [idx] = 0 (momentum factor masking); u, v <- u', v'
  * Other layers (1-D, or density 1), state mmt: the exact dense mean first, momentum after:
  *   exchange: g_bar = dense allreduce mean of g (reduce-scatter + allgather, rank order)
  *   decode:   mmt' = m mmt + g_bar, out = mmt'              (Nesterov: mmt' = (mmt + g_bar) m,
- *             commit mmt <- mmt'                                        out = mmt' + g_bar)
- * encode writes v' and mmt' into the workspace only, and decode commits them after everything
- * that can fail, so an abandoned call leaves the layer as it was. u' is not kept: decode
- * recomputes it from the unchanged u and g with the same operations (the same bits), which
- * saves count floats of workspace and a pass of writes.
+ *             mmt <- mmt'                                               out = mmt' + g_bar)
+ *
+ * The next state is written to the engine's second state buffer (swaps_state), which the
+ * engine makes the state in force once the call has succeeded: the state in force never
+ * changes during a call, so an abandoned call leaves the layer as it was, and the commit
+ * costs no pass. On a sparsified layer the whole call is then one pass over u, v and g
+ * (writing u' and v', the first count of the selection fused in) and one over out: decode
+ * checks every message before it writes anything, divides only the entries the messages
+ * touch, and reads nothing of c->in, so it writes the caller's buffer directly
+ * (out_in_place).
  * Bytes per rank and call: (N-1) (4 + 8 k) sparsified, 2 (N-1)/N 4 count dense. */
 #include <math.h>
 #include <string.h>
@@ -31,19 +36,17 @@
 
 static size_t align64(size_t b) { return (b + 63) & ~(size_t)63; }
 
-static size_t floats64(size_t count) { return align64(count * sizeof(float)); }
-
 static size_t msg_bytes(const double *prm, size_t count) { return 4 + 8 * dgc_max_selects(prm, count); }
 
-/* Workspace, sparsified: v' | the clipping factor | one message slot per rank (msg_bytes
- * apart) | counts, displacements. Dense: mmt' | the dense protocol's workspace for count
- * floats. */
+/* one bit per element: which ones decode has divided already */
+static size_t bitmap_bytes(size_t count) { return align64((count + 63) / 64 * sizeof(uint64_t)); }
+
+/* Workspace, sparsified: the bitmap | one message slot per rank (msg_bytes apart) | counts,
+ * displacements. Dense: the dense protocol's workspace for count floats. */
 static size_t dgc_workspace(const proto_shape_t *s)
 {
-    if (!dgc_sparsifies(s->prm, s->rows, s->cols)) {
-        return floats64(s->count) + protocol_dense_floats_workspace(s->count, s->nranks);
-    }
-    return floats64(s->count) + 64 + align64((size_t)s->nranks * msg_bytes(s->prm, s->count)) +
+    if (!dgc_sparsifies(s->prm, s->rows, s->cols)) return protocol_dense_floats_workspace(s->count, s->nranks);
+    return bitmap_bytes(s->count) + align64((size_t)s->nranks * msg_bytes(s->prm, s->count)) +
            align64(2 * (size_t)s->nranks * sizeof(size_t));
 }
 
@@ -52,25 +55,14 @@ static size_t dgc_state_floats(const proto_shape_t *s)
     return dgc_sparsifies(s->prm, s->rows, s->cols) ? 2 * s->count : s->count;
 }
 
-static float *ws_next_v(const proto_call_t *c) { return c->ws; }
-static float *ws_clip_coef(const proto_call_t *c)
-{
-    return (float *)((unsigned char *)c->ws + floats64(c->count));
-}
+static uint64_t *ws_bitmap(const proto_call_t *c) { return c->ws; }
 static unsigned char *slot(const proto_call_t *c, int r)
 {
-    return (unsigned char *)c->ws + floats64(c->count) + 64 + (size_t)r * msg_bytes(c->prm, c->count);
+    return (unsigned char *)c->ws + bitmap_bytes(c->count) + (size_t)r * msg_bytes(c->prm, c->count);
 }
 static size_t *slot_counts(const proto_call_t *c)
 {
     return (size_t *)(slot(c, 0) + align64((size_t)c->tp->size * msg_bytes(c->prm, c->count)));
-}
-
-/* u' = m u + G (Nesterov: (u + G) m), G = g coef: the one expression encode and decode use. */
-static inline float next_u(float u, float g, float coef, float m, int nesterov)
-{
-    const float G = g * coef; /* exact when coef is 1 */
-    return nesterov ? (u + G) * m : m * u + G;
 }
 
 /* The local clipping factor: min(1, clip N^-1/2 / ||g||_2), with the norm summed in double
@@ -87,25 +79,17 @@ static float clip_coef(const double *prm, const float *g, size_t n, int nranks)
 static terse_status_t sparse_encode(proto_call_t *c)
 {
     const size_t n = c->count;
-    const float *restrict g = c->in, *restrict u = c->state, *restrict v = c->state + n;
-    float *restrict v1 = ws_next_v(c);
-    const float m = (float)c->prm[DGC_MOMENTUM];
-    const float coef = clip_coef(c->prm, g, n, c->tp->size);
-    *ws_clip_coef(c) = coef;
-    if (c->prm[DGC_NESTEROV] != 0) {
-        for (size_t i = 0; i < n; i++) {
-            const float u1 = next_u(u[i], g[i], coef, m, 1);
-            v1[i] = (v[i] + u1) + g[i] * coef;
-        }
-    } else {
-        for (size_t i = 0; i < n; i++) v1[i] = v[i] + next_u(u[i], g[i], coef, m, 0);
-    }
+    const dgc_momentum_t mo = {
+        c->state, c->state + n, c->in, c->state_next, c->state_next + n,
+        clip_coef(c->prm, c->in, n, c->tp->size), (float)c->prm[DGC_MOMENTUM], c->prm[DGC_NESTEROV] != 0,
+    };
     const dgc_plan_t plan = dgc_plan(n, dgc_density(c->prm, c->step), c->prm[DGC_SAMPLE]);
     unsigned char *mine = slot(c, c->tp->rank);
-    c->wire_bytes = dgc_select(&plan, protocol_stream_key(0, c, c->tp->rank, 0), v1, mine, c->scratch, NULL);
+    c->wire_bytes = dgc_momentum_select(&plan, protocol_stream_key(0, c, c->tp->rank, 0), &mo, mine,
+                                        c->scratch, NULL, &c->nonfinite);
     if (c->delta) {
         memset(c->delta, 0, n * sizeof(float));
-        TERSE_CHECK(sparse_decode_add(mine, c->wire_bytes, n, c->delta));
+        sparse_add(mine, c->delta);
     }
     return TERSE_OK;
 }
@@ -126,36 +110,60 @@ static terse_status_t sparse_exchange(proto_call_t *c)
     return c->tp->ops->allgatherv(c->tp, NULL, slot(c, 0), counts, displs);
 }
 
+/* The indices of rank r's message (checked) and their number. */
+static const uint32_t *msg_indices(const proto_call_t *c, int r, uint32_t *k)
+{
+    memcpy(k, slot(c, r), 4);
+    return (const uint32_t *)(slot(c, r) + 4);
+}
+
+/* out /= nranks on the entries some message touches, each once: the others are 0 and stay
+ * +0, as the division would leave them. */
+static void divide_touched(const proto_call_t *c)
+{
+    uint64_t *bits = ws_bitmap(c);
+    const int n = c->tp->size;
+    uint32_t k;
+    for (int r = 0; r < n; r++) {
+        const uint32_t *idx = msg_indices(c, r, &k);
+        for (uint32_t j = 0; j < k; j++) bits[idx[j] >> 6] &= ~((uint64_t)1 << (idx[j] & 63));
+    }
+    for (int r = 0; r < n; r++) {
+        const uint32_t *idx = msg_indices(c, r, &k);
+        for (uint32_t j = 0; j < k; j++) {
+            uint64_t *w = &bits[idx[j] >> 6];
+            const uint64_t bit = (uint64_t)1 << (idx[j] & 63);
+            if (*w & bit) continue;
+            *w |= bit;
+            c->out[idx[j]] /= (float)n;
+        }
+    }
+}
+
 static terse_status_t sparse_decode(proto_call_t *c)
 {
     const int n = c->tp->size;
     const size_t count = c->count;
     const size_t *counts = slot_counts(c);
-    memset(c->out, 0, count * sizeof(float));
+    /* every message checked before anything is written: out may be the caller's buffer */
     for (int r = 0; r < n; r++) {
-        if (sparse_decode_add(slot(c, r), counts[r], count, c->out) != TERSE_OK) {
+        if (sparse_check(slot(c, r), counts[r], count) != TERSE_OK) {
             c->bad_rank = r;
             return TERSE_ERR_MISMATCH;
         }
     }
-    if (c->mean)
-        for (size_t j = 0; j < count; j++) c->out[j] /= (float)n;
+    memset(c->out, 0, count * sizeof(float));
+    for (int r = 0; r < n; r++) sparse_add(slot(c, r), c->out);
+    if (c->mean) divide_touched(c);
 
-    /* commit: u <- u' recomputed, v <- v'; then momentum factor masking, what was sent
-     * starts over in velocity and momentum */
-    float *restrict u = c->state, *restrict v = c->state + count;
-    const float *restrict g = c->in;
-    const float m = (float)c->prm[DGC_MOMENTUM], coef = *ws_clip_coef(c);
-    const int nesterov = c->prm[DGC_NESTEROV] != 0;
-    for (size_t i = 0; i < count; i++) u[i] = next_u(u[i], g[i], coef, m, nesterov);
-    memcpy(v, ws_next_v(c), count * sizeof(float));
-    const unsigned char *mine = slot(c, c->tp->rank);
+    /* momentum factor masking in the next state: what was sent starts over in velocity and
+     * momentum; the engine puts the next state in force after this */
+    float *restrict u1 = c->state_next, *restrict v1 = c->state_next + count;
     uint32_t k;
-    memcpy(&k, mine, 4);
-    const uint32_t *idx = (const uint32_t *)(mine + 4);
+    const uint32_t *idx = msg_indices(c, c->tp->rank, &k);
     for (uint32_t j = 0; j < k; j++) {
-        u[idx[j]] = 0.0f;
-        v[idx[j]] = 0.0f;
+        u1[idx[j]] = 0.0f;
+        v1[idx[j]] = 0.0f;
     }
     return TERSE_OK;
 }
@@ -170,8 +178,7 @@ static terse_status_t dense_encode(proto_call_t *c)
 /* g_bar into c->out by the dense protocol as a sub-call on the same transport. */
 static terse_status_t dense_exchange(proto_call_t *c)
 {
-    return protocol_dense_floats(c, c->in, c->out, c->count, c->mean,
-                                 (unsigned char *)c->ws + floats64(c->count));
+    return protocol_dense_floats(c, c->in, c->out, c->count, c->mean, c->ws);
 }
 
 static terse_status_t dense_decode(proto_call_t *c)
@@ -179,7 +186,7 @@ static terse_status_t dense_decode(proto_call_t *c)
     const size_t n = c->count;
     if (n == 0) return TERSE_OK;
     const float *restrict mmt = c->state;
-    float *restrict next = c->ws, *restrict out = c->out;
+    float *restrict next = c->state_next, *restrict out = c->out;
     const float m = (float)c->prm[DGC_MOMENTUM];
     if (c->prm[DGC_NESTEROV] != 0) {
         for (size_t i = 0; i < n; i++) {
@@ -192,8 +199,7 @@ static terse_status_t dense_decode(proto_call_t *c)
             out[i] = next[i];
         }
     }
-    memcpy(c->state, next, n * sizeof(float));
-    return TERSE_OK;
+    return TERSE_OK; /* the engine puts next in force */
 }
 
 static terse_status_t dgc_encode(proto_call_t *c)
@@ -211,7 +217,14 @@ static terse_status_t dgc_decode(proto_call_t *c)
     return dgc_sparsifies(c->prm, c->rows, c->cols) ? sparse_decode(c) : dense_decode(c);
 }
 
+/* The sparsified path reads all of g in its one pass and writes out in place; the dense one
+ * hands both to the dense protocol, which does neither. */
+static unsigned dgc_shortcuts(const double *prm, size_t rows, size_t cols)
+{
+    return dgc_sparsifies(prm, rows, cols) ? PROTO_OUT_IN_PLACE | PROTO_SCANS_INPUT : 0;
+}
+
 const protocol_ops_t protocol_dgc = {
     sizeof(protocol_ops_t), "dgc_allgather", dgc_workspace, dgc_state_floats, dgc_encode,
-    dgc_exchange, dgc_decode,
+    dgc_exchange, dgc_decode, 1, dgc_shortcuts,
 };

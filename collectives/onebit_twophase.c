@@ -217,5 +217,5 @@ static terse_status_t onebit_decode(proto_call_t *c)
 
 const protocol_ops_t protocol_onebit = {
     sizeof(protocol_ops_t), "onebit_twophase", onebit_workspace, onebit_state, onebit_encode,
-    onebit_exchange, onebit_decode,
+    onebit_exchange, onebit_decode, 0, NULL,
 };

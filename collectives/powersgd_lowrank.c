@@ -168,5 +168,5 @@ static terse_status_t lowrank_decode(proto_call_t *c)
 
 const protocol_ops_t protocol_powersgd = {
     sizeof(protocol_ops_t), "powersgd_lowrank", lowrank_workspace, lowrank_state_floats,
-    lowrank_encode, lowrank_exchange, lowrank_decode,
+    lowrank_encode, lowrank_exchange, lowrank_decode, 0, NULL,
 };

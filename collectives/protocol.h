@@ -8,9 +8,11 @@
  *
  * A protocol may keep state per layer (1-bit's server error, DGC's momentum and velocity,
  * PowerSGD's Q): state_floats floats, saved with the layer. encode and exchange must not
- * change it - they write the next state into the workspace - and decode commits it as its
- * last act, once the call can no longer fail, so that a call abandoned anywhere (a peer's
- * NaN, a mismatch, a malformed message) leaves the layer exactly as it was. */
+ * change it - they write the next state into the workspace, or into the second buffer that
+ * a protocol with swaps_state gets - and decode commits it as its last act, once the call
+ * can no longer fail (or the engine swaps the buffers after it), so that a call abandoned
+ * anywhere (a peer's NaN, a mismatch, a malformed message) leaves the layer exactly as it
+ * was. */
 #ifndef TERSE_PROTOCOL_H
 #define TERSE_PROTOCOL_H
 
@@ -37,6 +39,7 @@ typedef struct {
     uint64_t calls;          /* the layer's completed calls before this one                 */
     uint64_t step;           /* terse_step_end calls so far (schedules: DGC warm-up)        */
     float *state;            /* state_floats floats of protocol state, or NULL              */
+    float *state_next;       /* swaps_state: as many floats for the next state, else NULL   */
     const float *in;         /* p: this rank's message input                                */
     float *delta;            /* out: C(p) as this rank's own message decodes, or NULL       */
     float *out;              /* out: the aggregate (mean or sum of every rank's C(p_i))     */
@@ -44,6 +47,7 @@ typedef struct {
     void *ws;                /* workspace_bytes bytes                                       */
     void *scratch;           /* the codec's scratch_bytes bytes                             */
     size_t wire_bytes;       /* set by encode: this rank's message                          */
+    int nonfinite;           /* set by encode under PROTO_SCANS_INPUT: `in` has a NaN/Inf   */
     const uint64_t *peer_bytes; /* set by the engine before exchange: every rank's wire_bytes */
     int bad_rank;            /* set on a decode failure: the rank whose message was invalid */
 } proto_call_t;
@@ -57,7 +61,25 @@ typedef struct protocol_ops {
     terse_status_t (*encode)(proto_call_t *call);
     terse_status_t (*exchange)(proto_call_t *call);
     terse_status_t (*decode)(proto_call_t *call);
+    /* 1: the protocol writes its whole next state to call->state_next (every float of it,
+     * in encode or decode) and leaves call->state as it is; once the call has succeeded the
+     * engine makes the next state the one in force by swapping the two buffers, with no
+     * copy. 0: decode commits in call->state itself. */
+    int swaps_state;
+    /* Which of the PROTO_* shortcuts below the protocol takes on a layer of these
+     * parameters and shape; NULL: none. */
+    unsigned (*shortcuts)(const double *prm, size_t rows, size_t cols);
 } protocol_ops_t;
+
+/* decode may write the aggregate straight into the caller's buffer, even when that buffer
+ * is call->in: decode reads nothing of `in`, and nothing can fail once it has written to
+ * `out`. With feedback none the engine then passes the caller's buffer as `out`, and the
+ * copy of the aggregate goes. */
+#define PROTO_OUT_IN_PLACE 1u
+/* encode reads every element of call->in and sets call->nonfinite to whether one is a NaN
+ * or an infinity, so the engine skips its own scan (one pass less); encode must not fail
+ * or change state on such input, since the engine abandons or skips the call after it. */
+#define PROTO_SCANS_INPUT 2u
 
 extern const protocol_ops_t protocol_dense;
 extern const protocol_ops_t protocol_dense_ef;

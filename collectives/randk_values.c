@@ -57,5 +57,5 @@ static terse_status_t randk_decode(proto_call_t *c)
 
 const protocol_ops_t protocol_randk = {
     sizeof(protocol_ops_t), "randk_values", randk_workspace, NULL, randk_encode, randk_exchange,
-    randk_decode,
+    randk_decode, 0, NULL,
 };

@@ -78,5 +78,5 @@ static terse_status_t sparse_decode(proto_call_t *c)
 
 const protocol_ops_t protocol_sparse_allgather = {
     sizeof(protocol_ops_t), "sparse_allgather", sparse_workspace, NULL, sparse_encode, sparse_exchange,
-    sparse_decode,
+    sparse_decode, 0, NULL,
 };

@@ -69,4 +69,37 @@ size_t dgc_scratch_bytes(size_t count);
 size_t dgc_select(const dgc_plan_t *plan, uint64_t key, const float *restrict v,
                   void *restrict msg, void *restrict scratch, dgc_select_info_t *info);
 
+/* The momentum step of §6.2 that the protocol runs on a sparsified layer, element by
+ * element, with G = g coef:
+ *   u1 = m u + G,        v1 = v + u1             (momentum)
+ *   u1 = (u + G) m,      v1 = (v + u1) + G       (Nesterov)
+ * Each product and sum is its own float operation (no fused multiply-add), so every kernel
+ * and the serial reference give the same bits. */
+typedef struct {
+    const float *u, *v, *g;  /* the state in force, the gradient                           */
+    float *u1, *v1;          /* out: the next state, every element written                 */
+    float coef, m;           /* the clipping factor (1: none) and the momentum factor      */
+    int nesterov;
+} dgc_momentum_t;
+
+static inline float dgc_next_u(float u, float g, float coef, float m, int nesterov)
+{
+    const float G = g * coef; /* exact when coef is 1 */
+    return nesterov ? (u + G) * m : m * u + G;
+}
+
+static inline float dgc_next_v(float v, float u1, float g, float coef, int nesterov)
+{
+    return nesterov ? (v + u1) + g * coef : v + u1;
+}
+
+/* The momentum step over plan->numel entries fused into the selection: the same u1, v1 and
+ * message as writing u1 and v1 first and then calling dgc_select on v1, with one pass over
+ * u, v and g instead of two (the threshold's samples are computed where they lie, and the
+ * first count collects while it writes). *nonfinite (if not NULL): whether g holds a NaN or
+ * an infinity, found in the same pass. */
+size_t dgc_momentum_select(const dgc_plan_t *plan, uint64_t key, const dgc_momentum_t *mo,
+                           void *restrict msg, void *restrict scratch, dgc_select_info_t *info,
+                           int *nonfinite);
+
 #endif

@@ -373,19 +373,25 @@ static size_t topk_encode(const double *p, const codec_ctx_t *ctx, const float *
     return 4 + 8 * m;
 }
 
-terse_status_t sparse_decode_add(const void *restrict msg, size_t bytes, size_t count,
-                                 float *restrict out)
+terse_status_t sparse_check(const void *msg, size_t bytes, size_t count)
 {
     if (bytes < 4) return TERSE_ERR_MISMATCH;
     uint32_t k;
     memcpy(&k, msg, 4);
     if ((size_t)k > count || bytes != 4 + 8 * (size_t)k) return TERSE_ERR_MISMATCH;
+    const uint32_t *idx = (const uint32_t *)((const unsigned char *)msg + 4);
+    for (size_t j = 0; j < k; j++)
+        if (idx[j] >= count || (j > 0 && idx[j] <= idx[j - 1])) return TERSE_ERR_MISMATCH;
+    return TERSE_OK;
+}
+
+void sparse_add(const void *restrict msg, float *restrict out)
+{
+    uint32_t k;
+    memcpy(&k, msg, 4);
     const unsigned char *b = msg;
     const uint32_t *idx = (const uint32_t *)(b + 4);
     const float *val = (const float *)(b + 4 + 4 * (size_t)k);
-    /* validate all before touching out: strictly increasing indices below count */
-    for (size_t j = 0; j < k; j++)
-        if (idx[j] >= count || (j > 0 && idx[j] <= idx[j - 1])) return TERSE_ERR_MISMATCH;
     /* At low density each add lands on a cache line of its own: fetching the line 128
      * entries ahead overlaps the misses instead of taking them one after another (on
      * 64 MiB, about twice as fast) */
@@ -397,7 +403,15 @@ terse_status_t sparse_decode_add(const void *restrict msg, size_t bytes, size_t 
     }
 #endif
     for (; j < k; j++) out[idx[j]] += val[j];
-    return TERSE_OK;
+}
+
+terse_status_t sparse_decode_add(const void *restrict msg, size_t bytes, size_t count,
+                                 float *restrict out)
+{
+    /* all of it validated before out is touched */
+    const terse_status_t s = sparse_check(msg, bytes, count);
+    if (s == TERSE_OK) sparse_add(msg, out);
+    return s;
 }
 
 static terse_status_t topk_decode_add(const double *p, const void *restrict msg, size_t bytes,

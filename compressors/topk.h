@@ -54,21 +54,34 @@ extern const uint64_t topk_lane_order[256];
 /* Compacts the entries of v[at .. at + 8) whose bit is set in `hit` (a movemask), lowest
  * first, into idx (their indices) and val (their values), with one 8-wide store each: idx
  * and val need room for 8. Returns how many were kept. The candidate passes of topk and
- * dgc share it. */
-SIMD_AVX2_FN static inline size_t topk_compact8_avx2(const float *restrict v, size_t at, uint32_t hit,
-                                                     uint32_t *restrict idx, float *restrict val)
+ * dgc share it; the _reg form takes the 8 values from a register. */
+SIMD_AVX2_FN static inline size_t topk_compact8_reg_avx2(__m256 x, size_t at, uint32_t hit,
+                                                         uint32_t *restrict idx, float *restrict val)
 {
     const __m256i order = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)topk_lane_order[hit]));
     const __m256i index = _mm256_add_epi32(_mm256_set1_epi32((int32_t)(uint32_t)at),
                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     _mm256_storeu_si256((__m256i *)idx, _mm256_permutevar8x32_epi32(index, order));
-    _mm256_storeu_ps(val, _mm256_permutevar8x32_ps(_mm256_loadu_ps(v + at), order));
+    _mm256_storeu_ps(val, _mm256_permutevar8x32_ps(x, order));
     return (size_t)__builtin_popcount(hit);
+}
+
+SIMD_AVX2_FN static inline size_t topk_compact8_avx2(const float *restrict v, size_t at, uint32_t hit,
+                                                     uint32_t *restrict idx, float *restrict val)
+{
+    return topk_compact8_reg_avx2(_mm256_loadu_ps(v + at), at, hit, idx, val);
 }
 #endif
 
-/* Validates a sparse message (uint32 k | uint32 idx[k] | float val[k], indices strictly
- * increasing and < count) and adds it to out; TERSE_ERR_MISMATCH if malformed. */
+/* Whether a sparse message of `bytes` bytes (uint32 k | uint32 idx[k] | float val[k]) is
+ * well formed for count elements: its size is 4 + 8 k and its indices strictly increase and
+ * stay below count. TERSE_OK or TERSE_ERR_MISMATCH. */
+terse_status_t sparse_check(const void *msg, size_t bytes, size_t count);
+
+/* out[idx[j]] += val[j] for a message sparse_check accepted. */
+void sparse_add(const void *restrict msg, float *restrict out);
+
+/* sparse_check, then sparse_add; out untouched if the message is malformed. */
 terse_status_t sparse_decode_add(const void *restrict msg, size_t bytes, size_t count,
                                  float *restrict out);
 

@@ -159,7 +159,8 @@ static void call_init(proto_call_t *call, terse_comm_t *c, int layer, transport_
     call->layer = layer;
     call->calls = l->calls;
     call->step = c->step;
-    call->state = uncompressed || !l->proto_floats ? NULL : l->state + l->fb_floats;
+    call->state = uncompressed || !l->proto_floats ? NULL : l->pstate;
+    call->state_next = call->state ? l->pstate_next : NULL;
     call->in = p;
     call->delta = l->dense ? NULL : l->delta;
     call->out = l->agg;
@@ -169,29 +170,43 @@ static void call_init(proto_call_t *call, terse_comm_t *c, int layer, transport_
     call->bad_rank = -1;
 }
 
-void engine_begin(engine_side_t *s, terse_comm_t *c, int layer, transport_t *tp, const float *g)
+void engine_begin(engine_side_t *s, terse_comm_t *c, int layer, transport_t *tp, const float *g,
+                  float *out)
 {
     layer_t *l = &c->layers[layer];
     const feedback_ctx_t fctx = {l->cfg.feedback.p, l->calls, tp->rank, tp->size, l->count};
     s->fctx = fctx;
     s->g = s->p = g;
     s->uncompressed = 0;
+    const int fb_none = l->fb == &feedback_none_ops;
     if (!l->dense) {
-        s->uncompressed = par_fb_prepare(c->pool, l, &s->fctx, g, l->p) || auto_call_dense(l);
-        s->p = l->p;
+        /* feedback none's prepare is a copy: the protocol reads g itself instead */
+        s->uncompressed = (!fb_none && par_fb_prepare(c->pool, l, &s->fctx, g, l->p)) || auto_call_dense(l);
+        if (!fb_none) s->p = l->p;
     }
     call_init(&s->call, c, layer, tp, s->p, s->uncompressed);
     s->proto = s->uncompressed ? &protocol_dense : l->proto;
+    s->shortcuts = s->proto->shortcuts ? s->proto->shortcuts(s->call.prm, l->rows, l->cols) : 0;
+    /* feedback none's update is a copy of the aggregate too: a protocol that can write out
+     * itself does (not with L-GreCo, which observes p, possibly out itself, after decode) */
+    if (fb_none && !l->dense && !l->lg && (s->shortcuts & PROTO_OUT_IN_PLACE)) s->call.out = out;
 }
 
 void engine_finish(engine_side_t *s, terse_comm_t *c, int layer, float *out)
 {
     layer_t *l = &c->layers[layer];
+    if (s->proto->swaps_state && s->call.state) {
+        float *next = l->pstate_next;
+        l->pstate_next = l->pstate;
+        l->pstate = next;
+    }
+    /* before the update, which may overwrite p (feedback none: p is g, often out) */
+    if (l->lg) lgreco_observe(&c->lg, l, c->step, s->p);
+    if (s->call.out == out) return;
     if (l->dense)
         memcpy(out, l->agg, l->count * sizeof *out);
     else
         par_fb_update(c->pool, l, &s->fctx, s->g, s->p, out);
-    if (l->lg) lgreco_observe(&c->lg, l, c->step, s->p);
 }
 
 terse_status_t engine_exchange_decode(const protocol_ops_t *proto, proto_call_t *call, double *t_exchanged)
@@ -228,10 +243,14 @@ terse_status_t engine_flat(terse_comm_t *c, int layer, float *buf, transport_t *
     double t[4];
     t[0] = engine_now_us();
 
-    int nonfinite = l->cfg.nonfinite != CONFIG_NONFINITE_PASS && n > 0 && par_has_nonfinite(c->pool, buf, n);
     engine_side_t side;
-    engine_begin(&side, c, layer, tp, buf);
+    engine_begin(&side, c, layer, tp, buf, buf);
+    /* a protocol that reads all of its input in encode checks it there; p is g then */
+    const int check = l->cfg.nonfinite != CONFIG_NONFINITE_PASS && n > 0;
+    const int scans = (side.shortcuts & PROTO_SCANS_INPUT) && side.call.in == buf;
+    int nonfinite = check && !scans && par_has_nonfinite(c->pool, buf, n);
     if (!nonfinite) TERSE_CHECK(side.proto->encode(&side.call));
+    if (check && scans) nonfinite = side.call.nonfinite;
     t[1] = engine_now_us();
 
     int skip;

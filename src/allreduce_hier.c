@@ -42,7 +42,7 @@ static terse_status_t leader_reduce(terse_comm_t *c, int layer, float *buf, doub
     layer_t *l = &c->layers[layer];
     transport_t *tp = &c->hier.lead;
     engine_side_t side;
-    engine_begin(&side, c, layer, tp, l->node_sum);
+    engine_begin(&side, c, layer, tp, l->node_sum, buf);
     TERSE_CHECK(side.proto->encode(&side.call));
     t[1] = engine_now_us();
 

@@ -156,6 +156,8 @@ terse_status_t terse_comm_create_world(const char *config, terse_comm_t **out)
 void layer_free(layer_t *l)
 {
     free(l->state);
+    free(l->pstate);
+    free(l->pstate_next);
     free(l->p);
     free(l->delta);
     free(l->agg);

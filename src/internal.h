@@ -28,11 +28,13 @@ typedef struct {
     uint64_t fingerprint;          /* hash of codec, parameters and feedback: ranks compare */
     int dense;                     /* small or uncompressed: plain dense mean               */
 
-    float *state;                  /* feedback state (fb_floats), then the protocol's
-                                      (proto_floats): one block, saved as one               */
+    float *state;                  /* feedback state (fb_floats)                            */
+    float *pstate;                 /* protocol state (proto_floats); saved right after state */
+    float *pstate_next;            /* swaps_state protocols: the buffer the next state is
+                                      written to, swapped with pstate after a call; else NULL */
     size_t fb_floats, proto_floats;
     size_t proto_cap;              /* protocol floats allocated: the largest L-GreCo candidate's */
-    float *p;                      /* message input                                        */
+    float *p;                      /* message input; NULL with feedback none (p is g)       */
     float *delta;                  /* this rank's decoded message                          */
     float *agg;                    /* the aggregate                                        */
     void *ws;                      /* protocol workspace                                   */
@@ -183,14 +185,18 @@ typedef struct {
     feedback_ctx_t fctx;
     const float *g, *p;
     int uncompressed;              /* feedback asked for an uncompressed call (EF21's first) */
+    unsigned shortcuts;            /* the protocol's PROTO_* shortcuts for this call         */
 } engine_side_t;
 
-/* Feedback prepare (g -> p, unless the layer is dense) and the protocol call on transport tp,
- * ready to encode. State is not touched. */
-void engine_begin(engine_side_t *s, terse_comm_t *c, int layer, transport_t *tp, const float *g);
+/* Feedback prepare (g -> p, unless the layer is dense or its feedback none: then p is g) and
+ * the protocol call on transport tp, ready to encode, for a result that goes to out (which
+ * may be g). State is not touched. */
+void engine_begin(engine_side_t *s, terse_comm_t *c, int layer, transport_t *tp, const float *g,
+                  float *out);
 
-/* After a successful exchange and decode: the estimate into out (feedback update, or the
- * dense aggregate) and L-GreCo's observation of p. */
+/* After a successful exchange and decode: the next protocol state in force (swaps_state),
+ * L-GreCo's observation of p, and the estimate into out (feedback update, or the dense
+ * aggregate; nothing when the protocol wrote out itself). */
 void engine_finish(engine_side_t *s, terse_comm_t *c, int layer, float *out);
 
 /* Exchange and decode; a malformed peer message becomes a MISMATCH naming the peer.

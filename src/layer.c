@@ -32,6 +32,18 @@ static uint64_t method_hash(uint64_t h, const method_spec_t *m, unsigned local)
 
 static void *alloc_floats(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
 
+/* Protocol state, read and written on every call: 64-byte aligned (streaming stores), and
+ * zeroed by writing, so that its pages are mapped now and not during the first calls (a
+ * swaps_state protocol writes each of its two buffers first in a different call). */
+static float *alloc_state(size_t n)
+{
+    void *p = NULL;
+    const size_t bytes = (n ? n : 1) * sizeof(float);
+    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+    memset(p, 0, bytes);
+    return p;
+}
+
 const double layer_no_params[TERSE_MAX_PARAMS];
 
 uint64_t layer_fingerprint(const layer_t *l)
@@ -142,8 +154,11 @@ static terse_status_t layer_add(terse_comm_t *c, const char *name, size_t rows, 
             return terse_error(TERSE_ERR_NOMEM, "terse_layer_add: out of memory for layer '%s''s plan", l.name);
         }
     }
-    l.state = alloc_floats(l.fb_floats + l.proto_cap);
-    l.p = alloc_floats(count);
+    const int fb_none = l.fb == &feedback_none_ops;
+    l.state = alloc_floats(l.fb_floats);
+    l.pstate = alloc_state(l.proto_cap);
+    l.pstate_next = l.proto->swaps_state && l.proto_cap ? alloc_state(l.proto_cap) : NULL;
+    l.p = fb_none ? NULL : alloc_floats(count);
     l.delta = l.fb->needs_delta ? alloc_floats(count) : NULL;
     l.agg = alloc_floats(count);
     l.ws = malloc(ws ? ws : 1);
@@ -158,7 +173,8 @@ static terse_status_t layer_add(terse_comm_t *c, const char *name, size_t rows, 
         l.node_sum = leads ? alloc_floats(count) : NULL;
         l.ws_node = malloc(node_reduce_workspace(c->hier.lay.local_size));
     }
-    if (!l.state || !l.p || (l.fb->needs_delta && !l.delta) || !l.agg || !l.ws || !l.scratch ||
+    if (!l.state || !l.pstate || (l.proto->swaps_state && l.proto_cap && !l.pstate_next) ||
+        (!fb_none && !l.p) || (l.fb->needs_delta && !l.delta) || !l.agg || !l.ws || !l.scratch ||
         ((l.fb->may_send_uncompressed || auto_on(&l)) && !l.ws_dense) ||
         (c->cfg.device == CONFIG_DEVICE_CUDA && !l.host) || (c->hier.on && (!l.ws_node || (leads && !l.node_sum)))) {
         layer_free(&l);

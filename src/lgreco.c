@@ -69,7 +69,7 @@ static void apply_choice(terse_comm_t *c, layer_t *l, size_t index)
     l->cfg.compressor.p[lg->param] = lg->cand[index];
     const proto_shape_t shape = {l->codec, l->cfg.compressor.p, l->rows, l->cols, l->count, comm_workers(c)};
     size_t pf = l->proto->state_floats ? l->proto->state_floats(&shape) : 0;
-    if (pf != l->proto_floats) memset(l->state + l->fb_floats, 0, l->proto_cap * sizeof(float));
+    if (pf != l->proto_floats) memset(l->pstate, 0, l->proto_cap * sizeof(float));
     l->proto_floats = pf;
     l->fingerprint = layer_fingerprint(l);
 }

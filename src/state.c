@@ -150,7 +150,8 @@ static terse_status_t state_save(terse_comm_t *c, const char *path)
         put_u64(&b, state_floats(l));
         put(&b, codec, sizeof codec);
         put(&b, feedback, sizeof feedback);
-        put(&b, l->state, state_floats(l) * sizeof(float));
+        put(&b, l->state, l->fb_floats * sizeof(float));
+        put(&b, l->pstate, l->proto_floats * sizeof(float));
         const int window = l->lg && l->lg->acc;
         put_u64(&b, window ? l->lg->acc_calls : 0);
         put_u64(&b, window ? l->count : 0);
@@ -369,7 +370,8 @@ static void apply_loaded(terse_comm_t *c, const loaded_t *f)
             else if (l->lg->acc)
                 memset(l->lg->acc, 0, l->count * sizeof(float));
         }
-        memcpy(l->state, f->d + pf->offsets[i], state_floats(l) * sizeof(float));
+        memcpy(l->state, f->d + pf->offsets[i], l->fb_floats * sizeof(float));
+        memcpy(l->pstate, f->d + pf->offsets[i] + l->fb_floats * sizeof(float), l->proto_floats * sizeof(float));
         l->calls = pf->calls[i];
         l->skipped = pf->skipped[i];
         l->autorec = pf->autorec[i];

@@ -196,28 +196,34 @@ static void mismatch(void)
     terse_comm_destroy(c);
 }
 
-/* A NaN on one rank: nonfinite=error fails on every rank, skip zeroes the result on every
- * rank; either way the feedback state is as before, so the next call equals a run without
- * the bad step. */
-static void nonfinite(const char *mode)
+/* A NaN on one rank: nonfinite=error fails on every rank and leaves every buffer as it was,
+ * skip zeroes the result on every rank; either way the feedback (or codec) state is as
+ * before, so the next call equals a run without the bad step. dgc finds the NaN in its own
+ * pass over the gradient (PROTO_SCANS_INPUT) and writes its result in place. */
+static void nonfinite(const char *mode, const char *method, size_t rows, size_t cols)
 {
-    char cfg[128];
-    snprintf(cfg, sizeof cfg, "compressor=topk:k=1; feedback=ef; min_size=0; nonfinite=%s", mode);
+    char cfg[160];
+    snprintf(cfg, sizeof cfg, "%s; min_size=0; nonfinite=%s", method, mode);
     terse_comm_t *c = NULL, *clean = NULL;
     EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, cfg, &c) == TERSE_OK, "%s", terse_last_error());
     EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, cfg, &clean) == TERSE_OK, "%s", terse_last_error());
     int l, lc;
-    terse_layer_add(c, "l", 6, 1, NULL, &l);
-    terse_layer_add(clean, "l", 6, 1, NULL, &lc);
+    EXPECT(rows * cols == 6, "6 elements");
+    terse_layer_add(c, "l", rows, cols, NULL, &l);
+    terse_layer_add(clean, "l", rows, cols, NULL, &lc);
     float x[6], y[6];
     for (int i = 0; i < 6; i++) x[i] = y[i] = (float)(i - 2) * 0.5f + (float)rank_;
     EXPECT(terse_allreduce(c, l, x) == TERSE_OK && terse_allreduce(clean, lc, y) == TERSE_OK, "%s", terse_last_error());
     float bad[6] = {1, 2, 3, 4, 5, 6};
     if (rank_ == nranks_ - 1) bad[3] = NAN;
     if (rank_ == 0 && nranks_ > 2) bad[1] = INFINITY;
+    float keep[6];
+    memcpy(keep, bad, sizeof keep);
     terse_status_t s = terse_allreduce(c, l, bad);
     if (strcmp(mode, "error") == 0) {
-        EXPECT(s == TERSE_ERR_NONFINITE && has_message(), "NaN with nonfinite=error: %d %s", s, terse_last_error());
+        EXPECT(s == TERSE_ERR_NONFINITE && has_message(), "%s: NaN with nonfinite=error: %d %s", method, s,
+               terse_last_error());
+        EXPECT(memcmp(keep, bad, sizeof keep) == 0, "%s: the buffer is as it was", method);
     } else {
         int zero = 1;
         for (int i = 0; i < 6; i++) zero &= bad[i] == 0.0f;
@@ -228,7 +234,8 @@ static void nonfinite(const char *mode)
     }
     for (int i = 0; i < 6; i++) x[i] = y[i] = (float)(5 - i) * 0.25f - (float)rank_;
     EXPECT(terse_allreduce(c, l, x) == TERSE_OK && terse_allreduce(clean, lc, y) == TERSE_OK, "%s", terse_last_error());
-    EXPECT(memcmp(x, y, sizeof x) == 0, "nonfinite=%s: the state is as if the bad call never happened", mode);
+    EXPECT(memcmp(x, y, sizeof x) == 0, "%s, nonfinite=%s: the state is as if the bad call never happened",
+           method, mode);
     terse_comm_destroy(c);
     terse_comm_destroy(clean);
 }
@@ -308,8 +315,11 @@ int main(int argc, char **argv)
     bad_arguments();
     dead_handles();
     mismatch();
-    nonfinite("error");
-    nonfinite("skip");
+    static const char *const methods[] = {"compressor=topk:k=1; feedback=ef", "compressor=dgc:density=0.4"};
+    for (int m = 0; m < 2; m++) {
+        nonfinite("error", methods[m], m ? 3 : 6, m ? 2 : 1);
+        nonfinite("skip", methods[m], m ? 3 : 6, m ? 2 : 1);
+    }
     learning_rate();
     device_buffers();
     /* a communicator left alive across MPI_Finalize */

@@ -519,6 +519,89 @@ START_TEST(selection_is_the_same_at_both_simd_levels)
 }
 END_TEST
 
+/* a and b hold the same floats, bit for bit, except that any NaN matches any NaN (the
+ * compiler may swap the operands of a scalar sum, and which NaN a sum of two keeps depends
+ * on their order) */
+static int same_floats(const float *a, const float *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], 4) != 0 && !(isnan(a[i]) && isnan(b[i]))) return 0;
+    return 1;
+}
+
+START_TEST(momentum_fused_into_the_selection_changes_nothing)
+{
+    /* dgc_momentum_select at both SIMD levels against the momentum step written out
+     * element by element (dgc_next_u, dgc_next_v) followed by dgc_select on v1: the same
+     * u1, v1, message and info; sampled and exact plans, tails mod 32, both momentum kinds,
+     * clipped and not, every distribution (the adaptation loop runs several counts on some) */
+    static const size_t sizes[] = {0, 1, 33, 1031, 10007, 65543, 250007};
+    static const double dens[] = {0.001, 0.01, 0.3};
+    static const float coefs[] = {1.0f, 0.75f};
+    uint64_t s = 777;
+    for (size_t a = 0; a < sizeof sizes / sizeof sizes[0]; a++)
+        for (size_t b = 0; b < sizeof dens / sizeof dens[0]; b++)
+            for (int dist = 0; dist < DIST_ALL; dist++)
+                for (int variant = 0; variant < 4; variant++) {
+                    const size_t n = sizes[a];
+                    const int nesterov = variant & 1;
+                    const float coef = coefs[variant >> 1];
+                    const double smp = (variant + dist) % 3 == 0 ? 1.0 : 0.01;
+                    const dgc_plan_t pl = dgc_plan(n, dens[b], smp);
+                    const size_t mb = 4 + 8 * pl.num_selects, sb = dgc_scratch_bytes(n);
+                    float *in = malloc(3 * (n + 1) * sizeof *in), *ref = malloc(2 * (n + 1) * sizeof *ref);
+                    float *got = malloc(2 * (n + 1) * sizeof *got);
+                    unsigned char *mr = malloc(mb), *mg = malloc(mb), *scratch = malloc(sb + 1);
+                    ck_assert(in && ref && got && mr && mg && scratch);
+                    float *u = in, *v = in + n + 1, *g = in + 2 * (n + 1);
+                    fill(u, n, &s, dist);
+                    fill(v, n, &s, (dist + 1) % DIST_ALL);
+                    fill(g, n, &s, dist);
+                    const float m = 0.9f;
+                    float *u1r = ref, *v1r = ref + n + 1;
+                    for (size_t i = 0; i < n; i++) {
+                        u1r[i] = dgc_next_u(u[i], g[i], coef, m, nesterov);
+                        v1r[i] = dgc_next_v(v[i], u1r[i], g[i], coef, nesterov);
+                    }
+                    const uint64_t key = rng_next(&s);
+                    dgc_select_info_t ir, ig;
+                    simd_set_level(SIMD_SCALAR);
+                    const size_t br = dgc_select(&pl, key, v1r, mr, scratch, &ir);
+                    for (int level = SIMD_SCALAR; level <= SIMD_AVX2; level++) {
+                        const dgc_momentum_t mo = {u, v, g, got, got + n + 1, coef, m, nesterov};
+                        memset(got, 0xff, 2 * (n + 1) * sizeof *got);
+                        simd_set_level((simd_level_t)level);
+                        int bad = -1;
+                        const size_t bg = dgc_momentum_select(&pl, key, &mo, mg, scratch, &ig, &bad);
+                        char what[128];
+                        snprintf(what, sizeof what, "%s n=%zu r=%g sample=%g nesterov %d coef %g level %d",
+                                 dist_name[dist], n, dens[b], smp, nesterov, (double)coef, level);
+                        REQUIRE(same_floats(got, u1r, n) && same_floats(got + n + 1, v1r, n),
+                                "%s: u1 or v1 differs", what);
+                        int want_bad = 0;
+                        for (size_t i = 0; i < n; i++) want_bad |= !isfinite(g[i]);
+                        REQUIRE(bad == want_bad, "%s: non-finite g %d, reported %d", what, want_bad, bad);
+                        REQUIRE(bg == br && memcmp(mg, mr, 4 + 4 * (br - 4) / 8) == 0 &&
+                                    same_floats((float *)(mg + 4 + 4 * (br - 4) / 8),
+                                                (float *)(mr + 4 + 4 * (br - 4) / 8), (br - 4) / 8),
+                                "%s: the messages differ (%zu, %zu bytes)", what, bg, br);
+                        REQUIRE(memcmp(&ir.threshold, &ig.threshold, 4) == 0 && ir.candidates == ig.candidates &&
+                                    ir.iterations == ig.iterations && ir.hierarchical == ig.hierarchical &&
+                                    ir.exhausted == ig.exhausted,
+                                "%s: info differs: thr %a/%a cand %zu/%zu it %d/%d", what, ir.threshold,
+                                ig.threshold, ir.candidates, ig.candidates, ir.iterations, ig.iterations);
+                    }
+                    simd_set_level(simd_cpu_level());
+                    free(in);
+                    free(ref);
+                    free(got);
+                    free(mr);
+                    free(mg);
+                    free(scratch);
+                }
+}
+END_TEST
+
 START_TEST(the_sample_start_follows_the_key)
 {
     /* the entries at one sampling phase are 1, all others 0.5: a key whose start hits that
@@ -699,7 +782,7 @@ typedef struct {
     fake_t f;
     double p[TERSE_MAX_PARAMS];
     size_t rows, cols, count, state_floats;
-    float *state, *out;
+    float *state, *next, *out; /* the state in force and the one the next call writes */
     void *ws, *scratch;
     uint64_t peer_bytes[4];
     uint64_t calls;
@@ -723,16 +806,19 @@ static void rig_init(rig_t *g, const double *p, size_t rows, size_t cols, int si
     const proto_shape_t shape = {&codec_dgc_ops, g->p, rows, cols, g->count, size};
     g->state_floats = protocol_dgc.state_floats(&shape);
     g->state = calloc(g->state_floats + 1, sizeof(float));
+    g->next = calloc(g->state_floats + 1, sizeof(float));
     g->out = calloc(g->count + 1, sizeof(float));
     /* exactly the sizes promised, so that a sanitizer sees an overrun */
     g->ws = malloc(protocol_dgc.workspace_bytes(&shape));
     g->scratch = malloc(codec_dgc_ops.scratch_bytes(g->p, g->count) + 1);
-    ck_assert(g->state && g->out && g->ws && g->scratch);
+    ck_assert(protocol_dgc.swaps_state);
+    ck_assert(g->state && g->next && g->out && g->ws && g->scratch);
 }
 
 static void rig_free(rig_t *g)
 {
     free(g->state);
+    free(g->next);
     free(g->out);
     free(g->ws);
     free(g->scratch);
@@ -752,6 +838,7 @@ static terse_status_t rig_call(rig_t *g, const float *grad, uint64_t step, int m
     c.calls = g->calls;
     c.step = step;
     c.state = g->state;
+    c.state_next = g->next;
     c.in = grad;
     c.out = g->out;
     c.mean = mean;
@@ -764,7 +851,13 @@ static terse_status_t rig_call(rig_t *g, const float *grad, uint64_t step, int m
     c.peer_bytes = g->peer_bytes;
     terse_status_t s = protocol_dgc.exchange(&c);
     if (s == TERSE_OK) s = protocol_dgc.decode(&c);
-    if (s == TERSE_OK) g->calls++;
+    if (s == TERSE_OK) {
+        /* what the engine does for a swaps_state protocol */
+        float *t = g->state;
+        g->state = g->next;
+        g->next = t;
+        g->calls++;
+    }
     else if (s == TERSE_ERR_MISMATCH) ck_assert_int_eq(c.bad_rank, 1);
     return s;
 }
@@ -792,24 +885,23 @@ START_TEST(momentum_correction_and_factor_masking_by_hand)
     rig_t g;
     rig_init(&g, p, 2, 2, 1);
     ck_assert_uint_eq(g.state_floats, 8);
-    const float *u = g.state, *v = g.state + 4;
     const float g1[4] = {1, -3, 2, 0.5f}, g2[4] = {1, 1, -1, 0.5f}, g3[4] = {0, 0, 0, 0};
     /* u' = g, v' = g; sends -3 at 1; masks it */
     ck_assert_int_eq(rig_call(&g, g1, 0, 1), TERSE_OK);
     ck_assert_uint_eq(g.wire, 12);
     expect4(g.out, 0, -3, 0, 0, "out1");
-    expect4(u, 1, 0, 2, 0.5f, "u1");
-    expect4(v, 1, 0, 2, 0.5f, "v1");
+    expect4(g.state, 1, 0, 2, 0.5f, "u1");
+    expect4(g.state + 4, 1, 0, 2, 0.5f, "v1");
     /* u' = 0.5 u + g = 1.5 1 0 0.75; v' = v + u' = 2.5 1 2 1.25; sends 2.5 at 0 */
     ck_assert_int_eq(rig_call(&g, g2, 1, 1), TERSE_OK);
     expect4(g.out, 2.5f, 0, 0, 0, "out2");
-    expect4(u, 0, 1, 0, 0.75f, "u2");
-    expect4(v, 0, 1, 2, 1.25f, "v2");
+    expect4(g.state, 0, 1, 0, 0.75f, "u2");
+    expect4(g.state + 4, 0, 1, 2, 1.25f, "v2");
     /* u' = 0 0.5 0 0.375; v' = 0 1.5 2 1.625; sends 2 at 2 */
     ck_assert_int_eq(rig_call(&g, g3, 2, 1), TERSE_OK);
     expect4(g.out, 0, 0, 2, 0, "out3");
-    expect4(u, 0, 0.5f, 0, 0.375f, "u3");
-    expect4(v, 0, 1.5f, 0, 1.625f, "v3");
+    expect4(g.state, 0, 0.5f, 0, 0.375f, "u3");
+    expect4(g.state + 4, 0, 1.5f, 0, 1.625f, "v3");
     rig_free(&g);
 }
 END_TEST
@@ -820,23 +912,22 @@ START_TEST(nesterov_momentum_correction_by_hand)
     hand_params(p, 1);
     rig_t g;
     rig_init(&g, p, 2, 2, 1);
-    const float *u = g.state, *v = g.state + 4;
     const float g1[4] = {1, -3, 2, 0.5f}, g2[4] = {1, 1, -1, 0.5f}, g3[4] = {0, 0, 0, 0};
     /* u' = (u + g) m = 0.5 -1.5 1 0.25; v' = v + u' + g = 1.5 -4.5 3 0.75 */
     ck_assert_int_eq(rig_call(&g, g1, 0, 1), TERSE_OK);
     expect4(g.out, 0, -4.5f, 0, 0, "out1");
-    expect4(u, 0.5f, 0, 1, 0.25f, "u1");
-    expect4(v, 1.5f, 0, 3, 0.75f, "v1");
+    expect4(g.state, 0.5f, 0, 1, 0.25f, "u1");
+    expect4(g.state + 4, 1.5f, 0, 3, 0.75f, "v1");
     /* u' = 0.75 0.5 0 0.375; v' = 3.25 1.5 2 1.625 */
     ck_assert_int_eq(rig_call(&g, g2, 0, 1), TERSE_OK);
     expect4(g.out, 3.25f, 0, 0, 0, "out2");
-    expect4(u, 0, 0.5f, 0, 0.375f, "u2");
-    expect4(v, 0, 1.5f, 2, 1.625f, "v2");
+    expect4(g.state, 0, 0.5f, 0, 0.375f, "u2");
+    expect4(g.state + 4, 0, 1.5f, 2, 1.625f, "v2");
     /* u' = 0 0.25 0 0.1875; v' = 0 1.75 2 1.8125 */
     ck_assert_int_eq(rig_call(&g, g3, 0, 1), TERSE_OK);
     expect4(g.out, 0, 0, 2, 0, "out3");
-    expect4(u, 0, 0.25f, 0, 0.1875f, "u3");
-    expect4(v, 0, 1.75f, 0, 1.8125f, "v3");
+    expect4(g.state, 0, 0.25f, 0, 0.1875f, "u3");
+    expect4(g.state + 4, 0, 1.75f, 0, 1.8125f, "v3");
     rig_free(&g);
 }
 END_TEST
@@ -848,16 +939,15 @@ START_TEST(local_clipping_scales_the_gradient_to_clip_over_root_n)
     p[DGC_CLIP] = 2.5;
     rig_t g;
     rig_init(&g, p, 2, 2, 1);
-    const float *u = g.state, *v = g.state + 4;
     /* ||g|| = 5 > 2.5: G = g / 2 = 1.5 2 0 0; sends 2 */
     const float g1[4] = {3, 4, 0, 0}, g2[4] = {0.5f, 0, 0, 0};
     ck_assert_int_eq(rig_call(&g, g1, 0, 1), TERSE_OK);
     expect4(g.out, 0, 2, 0, 0, "out1");
-    expect4(u, 1.5f, 0, 0, 0, "u1");
+    expect4(g.state, 1.5f, 0, 0, 0, "u1");
     /* ||g|| = 0.5 within the bound: unclipped; u' = 0.75 + 0.5, v' = 1.5 + 1.25 */
     ck_assert_int_eq(rig_call(&g, g2, 0, 1), TERSE_OK);
     expect4(g.out, 2.75f, 0, 0, 0, "out2");
-    expect4(v, 0, 0, 0, 0, "v2");
+    expect4(g.state + 4, 0, 0, 0, 0, "v2");
     rig_free(&g);
 
     /* two ranks: the bound is clip / sqrt(2); the peer sends nothing, out = mine / 2 */
@@ -1003,6 +1093,7 @@ static Suite *dgc_suite(void)
     tcase_add_test(tc_s, selection_matches_the_reference_on_random_vectors);
     tcase_add_test(tc_s, selection_matches_the_reference_on_a_million_elements);
     tcase_add_test(tc_s, selection_is_the_same_at_both_simd_levels);
+    tcase_add_test(tc_s, momentum_fused_into_the_selection_changes_nothing);
     tcase_add_test(tc_s, the_sample_start_follows_the_key);
     tcase_add_test(tc_s, adaptation_stops_after_ten_iterations);
     suite_add_tcase(s, tc_s);
