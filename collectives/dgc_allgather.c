@@ -24,7 +24,8 @@
  * (writing u' and v', the first count of the selection fused in) and one over out: decode
  * checks every message before it writes anything, divides only the entries the messages
  * touch, and reads nothing of c->in, so it writes the caller's buffer directly
- * (out_in_place).
+ * (PROTO_OUT_IN_PLACE); the pass over g also looks for NaN and infinity
+ * (PROTO_SCANS_INPUT), so the engine does not scan g itself.
  * Bytes per rank and call: (N-1) (4 + 8 k) sparsified, 2 (N-1)/N 4 count dense. */
 #include <math.h>
 #include <string.h>

@@ -84,7 +84,9 @@ static void snapshot_take(snapshot_t *s)
         free(s->state[i]);
         s->state[i] = malloc((s->floats[i] ? s->floats[i] : 1) * sizeof(float));
         if (!s->state[i]) abort();
-        if (s->floats[i]) memcpy(s->state[i], l->state, s->floats[i] * sizeof(float));
+        /* the feedback state, then the protocol's: the order of the state file */
+        memcpy(s->state[i], l->state, l->fb_floats * sizeof(float));
+        memcpy(s->state[i] + l->fb_floats, l->pstate, l->proto_floats * sizeof(float));
         s->calls[i] = l->calls;
         s->skipped[i] = l->skipped;
         s->fingerprint[i] = l->fingerprint;
@@ -113,7 +115,8 @@ static const char *snapshot_differs(const snapshot_t *s)
     for (i = 0; i < N_LAYERS && !what; i++) {
         const layer_t *l = &comm->layers[i];
         if (l->fb_floats + l->proto_floats != s->floats[i]) what = "the size of the state";
-        else if (s->floats[i] && memcmp(l->state, s->state[i], s->floats[i] * sizeof(float)) != 0)
+        else if (memcmp(l->state, s->state[i], l->fb_floats * sizeof(float)) != 0 ||
+                 memcmp(l->pstate, s->state[i] + l->fb_floats, l->proto_floats * sizeof(float)) != 0)
             what = "the state floats";
         else if (l->calls != s->calls[i] || l->skipped != s->skipped[i]) what = "the call counters";
         else if (l->fingerprint != s->fingerprint[i]) what = "the fingerprint (codec parameters)";
