@@ -74,9 +74,9 @@ static void layer_labels(const layer_t *l, char codec[128], char feedback[64])
     snprintf(feedback, 64, "%s", l->fb->name);
 }
 
-/* 1 on every rank if ok is 1 on every rank. */
-/* These agreements gather into the communicator's header rows (nranks * HDR_WORDS words,
- * unused between calls), so that no rank can fail to allocate and skip the collective. */
+/* 1 on every rank if ok is 1 on every rank. These agreements gather into the communicator's
+ * header rows (nranks * HDR_WORDS words, unused between calls), so that no rank can fail to
+ * allocate and skip the collective. */
 static int all_ok(terse_comm_t *c, int ok)
 {
     uint64_t *all = c->headers;
