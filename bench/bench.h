@@ -33,8 +33,9 @@ int bench_parse_bytes(const char *s, size_t *out);
  * gradients (a Gaussian times a log-normal-ish spread), identical on every run. */
 void bench_fill_gradient(float *v, size_t n, int rank, uint64_t layer_seed);
 
-/* Monotonic time in microseconds. */
-double bench_now_us(void);
+/* Monotonic time in microseconds: the engine's clock (src/allreduce.c). */
+double engine_now_us(void);
+#define bench_now_us engine_now_us
 
 /* The codec that "compressor=SPEC" configures, its parameters in p, checked for a layer of n
  * elements; NULL after printing why not. */

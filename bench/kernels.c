@@ -4,20 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "bench.h"
 #include "codec.h"
 #include "config.h"
 #include "error.h"
 #include "simd.h"
-
-double bench_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
-}
 
 const codec_ops_t *bench_codec(const char *spec, size_t n, double p[TERSE_MAX_PARAMS])
 {

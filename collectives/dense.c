@@ -72,7 +72,7 @@ static dense_ws_t dense_layout(const proto_call_t *c)
     if (is_raw(c->codec)) {
         w.send = (unsigned char *)(uintptr_t)c->in;
         w.gath = (unsigned char *)c->out;
-        w.acc = c->out ? c->out + protocol_chunk_begin(c->count, n, c->tp->rank) : NULL;
+        w.acc = c->out + protocol_chunk_begin(c->count, n, c->tp->rank);
     } else {
         w.send = p; p += align64(total);
         w.gath = p; p += align64(total);

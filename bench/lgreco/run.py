@@ -5,7 +5,7 @@ allreduce (data-parallel, one shard per rank).
 
     export PYTHONPATH=python TERSE_LIBRARY=build/libterse.so
     mpirun -np 4 /usr/bin/python3 bench/lgreco/run.py --out bench/lgreco/results
-    mpirun -np 4 /usr/bin/python3 bench/lgreco/run.py --model mlp \
+    mpirun -np 4 /usr/bin/python3 bench/lgreco/run.py --model mlp \\
         --data ../shared/data/libsvm/a9a.txt --out bench/lgreco/results-mlp
 
 For each of powersgd, topk and qsgd it trains the same model from the same initial weights
