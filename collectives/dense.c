@@ -19,8 +19,10 @@
  * aggregates of successive calls add up to the sum of the ranks' messages minus one bounded
  * e. State: the owner's chunk, count / n + 1 floats.
  * Codec none (the float is its own encoding) skips the copies: round 1 sends straight from
- * the input, the owner sums into its chunk of the output, and round 2 gathers in place in
- * the output, so encode and decode move no data. The bits are the general path's, except
+ * the input, the owner sums into its chunk of the output in one pass over the received
+ * chunks, and round 2 gathers in place in the output, so encode and decode move no data.
+ * The output may be the input (PROTO_OUT_IN_PLACE): the owner writes its chunk after round 1
+ * has sent it, and reads only the received copies. The bits are the general path's, except
  * that a mean which rounds to -0 stays -0, as in the serial reference (the general path's
  * decode adds it to +0).
  * Wire bytes per rank and call: 2 (n-1)/n of the encoded vector, as a ring allreduce. */
@@ -119,6 +121,27 @@ static terse_status_t dense_encode(proto_call_t *c)
     return TERSE_OK;
 }
 
+/* The owner step of codec none: acc = (((0 + x_0) + x_1) + ... + x_{n-1}) [/ n] for the n
+ * received chunks x_r of len floats, back to back in recv; the bits of the general path's
+ * memset, decode_add per rank and division, in one pass over the chunks. Blocks of acc stay
+ * in the first-level cache while the ranks' chunks stream through. */
+static void raw_owner_sum(const float *recv, int n, size_t len, int mean, float *restrict acc)
+{
+    enum { BLOCK = 2048 };
+    const float div = (float)n;
+    for (size_t b = 0; b < len; b += BLOCK) {
+        const size_t e = len - b < BLOCK ? len : b + BLOCK;
+        const float *x = recv + b;
+        for (size_t j = b; j < e; j++, x++) acc[j] = 0.0f + *x;
+        for (int r = 1; r < n; r++) {
+            x = recv + (size_t)r * len + b;
+            for (size_t j = b; j < e; j++, x++) acc[j] += *x;
+        }
+        if (mean)
+            for (size_t j = b; j < e; j++) acc[j] /= div;
+    }
+}
+
 static terse_status_t dense_exchange(proto_call_t *c)
 {
     dense_ws_t w = dense_layout(c);
@@ -132,6 +155,10 @@ static terse_status_t dense_exchange(proto_call_t *c)
     }
     TERSE_CHECK(tp->ops->alltoallv(tp, w.send, w.sc, w.sd, w.recv, w.rc, w.rd));
 
+    if (is_raw(c->codec)) { /* acc is my chunk of the output: the owner step is one pass */
+        raw_owner_sum((const float *)w.recv, n, me_len, c->mean, w.acc);
+        return tp->ops->allgatherv(tp, NULL, w.gath, w.sc, w.sd); /* round 2, as below */
+    }
     memset(w.acc, 0, me_len * sizeof(float));
     for (int r = 0; r < n; r++) {
         if (c->codec->decode_add(c->prm, w.recv + w.rd[r], w.rc[r], me_len, w.acc, c->scratch) != TERSE_OK) {
@@ -143,10 +170,8 @@ static terse_status_t dense_exchange(proto_call_t *c)
         for (size_t j = 0; j < me_len; j++) w.acc[j] /= (float)n;
     if (c->state) /* dense_ef: the owner's error of the last call; decode keeps the new one */
         for (size_t j = 0; j < me_len; j++) w.acc[j] += c->state[j];
-    if (!is_raw(c->codec)) { /* raw: acc is my chunk of the output already */
-        codec_ctx_t ctx = {protocol_stream_key(0, c, me, 1), mb, me_len, 1};
-        c->codec->encode(c->prm, &ctx, w.acc, me_len, w.gath + w.sd[me], c->scratch);
-    }
+    codec_ctx_t ctx = {protocol_stream_key(0, c, me, 1), mb, me_len, 1};
+    c->codec->encode(c->prm, &ctx, w.acc, me_len, w.gath + w.sd[me], c->scratch);
 
     /* round 2: chunk r is sc[r] bytes at sd[r], on every rank */
     return tp->ops->allgatherv(tp, NULL, w.gath, w.sc, w.sd);
@@ -176,9 +201,17 @@ static terse_status_t dense_decode(proto_call_t *c)
 
 static size_t dense_ef_state(const proto_shape_t *s) { return s->count / (size_t)s->nranks + 1; }
 
+/* Codec none writes the output in place; the others decode into it after checking nothing
+ * first, so a malformed message could leave it half written. */
+static unsigned dense_shortcuts(const codec_ops_t *codec, const double *prm, size_t rows, size_t cols)
+{
+    (void)prm; (void)rows; (void)cols;
+    return is_raw(codec) ? PROTO_OUT_IN_PLACE : 0;
+}
+
 const protocol_ops_t protocol_dense = {
     sizeof(protocol_ops_t), "dense", dense_workspace, NULL, dense_encode, dense_exchange, dense_decode,
-    0, NULL,
+    0, dense_shortcuts,
 };
 
 const protocol_ops_t protocol_dense_ef = {

@@ -220,8 +220,9 @@ static terse_status_t dgc_decode(proto_call_t *c)
 
 /* The sparsified path reads all of g in its one pass and writes out in place; the dense one
  * hands both to the dense protocol, which does neither. */
-static unsigned dgc_shortcuts(const double *prm, size_t rows, size_t cols)
+static unsigned dgc_shortcuts(const codec_ops_t *codec, const double *prm, size_t rows, size_t cols)
 {
+    (void)codec;
     return dgc_sparsifies(prm, rows, cols) ? PROTO_OUT_IN_PLACE | PROTO_SCANS_INPUT : 0;
 }
 

@@ -66,15 +66,17 @@ typedef struct protocol_ops {
      * engine makes the next state the one in force by swapping the two buffers, with no
      * copy. 0: decode commits in call->state itself. */
     int swaps_state;
-    /* Which of the PROTO_* shortcuts below the protocol takes on a layer of these
+    /* Which of the PROTO_* shortcuts below the protocol takes on a layer of this codec,
      * parameters and shape; NULL: none. */
-    unsigned (*shortcuts)(const double *prm, size_t rows, size_t cols);
+    unsigned (*shortcuts)(const codec_ops_t *codec, const double *prm, size_t rows, size_t cols);
 } protocol_ops_t;
 
-/* decode may write the aggregate straight into the caller's buffer, even when that buffer
- * is call->in: decode reads nothing of `in`, and nothing can fail once it has written to
- * `out`. With feedback none the engine then passes the caller's buffer as `out`, and the
- * copy of the aggregate goes. */
+/* The protocol may write the aggregate straight into the caller's buffer, even when that
+ * buffer is call->in: nothing reads a part of `in` after it wrote that part of `out`, and
+ * nothing but a transport failure can fail once it has written to `out`. When no feedback
+ * update follows (feedback none, a dense layer, or an uncompressed call that bypasses the
+ * feedback method) the engine then passes the caller's buffer as `out`, and the copy of the
+ * aggregate goes. */
 #define PROTO_OUT_IN_PLACE 1u
 /* encode reads every element of call->in and sets call->nonfinite to whether one is a NaN
  * or an infinity, so the engine skips its own scan (one pass less); encode must not fail

@@ -170,6 +170,18 @@ static void call_init(proto_call_t *call, terse_comm_t *c, int layer, transport_
     call->bad_rank = -1;
 }
 
+/* An uncompressed call may bypass the feedback method when the method is the identity on
+ * a zero state (ef: p = g, e stays +0, out = agg) and the state is all +0: after the
+ * previous uncompressed call through the method, at registration, or after loading such a
+ * state. The call is then the plain dense mean of g, the bits and the state that prepare
+ * and update would give, without their passes. Not with nonfinite=pass (a NaN would leave
+ * e NaN on the full path) or L-GreCo (it observes p). */
+static int fb_bypass(const layer_t *l)
+{
+    return l->fb_zero && l->fb->identity_at_zero && l->fb->identity_at_zero(l->cfg.feedback.p) &&
+           l->cfg.nonfinite != CONFIG_NONFINITE_PASS && !l->lg;
+}
+
 void engine_begin(engine_side_t *s, terse_comm_t *c, int layer, transport_t *tp, const float *g,
                   float *out)
 {
@@ -177,19 +189,27 @@ void engine_begin(engine_side_t *s, terse_comm_t *c, int layer, transport_t *tp,
     const feedback_ctx_t fctx = {l->cfg.feedback.p, l->calls, tp->rank, tp->size, l->count};
     s->fctx = fctx;
     s->g = s->p = g;
-    s->uncompressed = 0;
+    s->uncompressed = s->bypass = 0;
     const int fb_none = l->fb == &feedback_none_ops;
     if (!l->dense) {
+        const int dense_call = auto_call_dense(l);
+        s->bypass = dense_call && !fb_none && fb_bypass(l);
         /* feedback none's prepare is a copy: the protocol reads g itself instead */
-        s->uncompressed = (!fb_none && par_fb_prepare(c->pool, l, &s->fctx, g, l->p)) || auto_call_dense(l);
-        if (!fb_none) s->p = l->p;
+        if (s->bypass)
+            s->uncompressed = 1;
+        else
+            s->uncompressed = (!fb_none && par_fb_prepare(c->pool, l, &s->fctx, g, l->p)) || dense_call;
+        if (!fb_none && !s->bypass) s->p = l->p;
     }
     call_init(&s->call, c, layer, tp, s->p, s->uncompressed);
+    if (s->bypass) s->call.delta = NULL;
     s->proto = s->uncompressed ? &protocol_dense : l->proto;
-    s->shortcuts = s->proto->shortcuts ? s->proto->shortcuts(s->call.prm, l->rows, l->cols) : 0;
-    /* feedback none's update is a copy of the aggregate too: a protocol that can write out
-     * itself does (not with L-GreCo, which observes p, possibly out itself, after decode) */
-    if (fb_none && !l->dense && !l->lg && (s->shortcuts & PROTO_OUT_IN_PLACE)) s->call.out = out;
+    s->shortcuts = s->proto->shortcuts ? s->proto->shortcuts(s->call.codec, s->call.prm, l->rows, l->cols) : 0;
+    /* without a feedback update the copy of the aggregate into out is all that follows
+     * decode: a protocol that can write out itself does (not with L-GreCo, which observes
+     * p, possibly out itself, after decode) */
+    const int no_update = fb_none || s->bypass || l->dense;
+    if (no_update && !l->lg && (s->shortcuts & PROTO_OUT_IN_PLACE)) s->call.out = out;
 }
 
 void engine_finish(engine_side_t *s, terse_comm_t *c, int layer, float *out)
@@ -202,8 +222,11 @@ void engine_finish(engine_side_t *s, terse_comm_t *c, int layer, float *out)
     }
     /* before the update, which may overwrite p (feedback none: p is g, often out) */
     if (l->lg) lgreco_observe(&c->lg, l, c->step, s->p);
+    /* an uncompressed call through the method leaves an identity_at_zero method's state
+     * zero (p - delta, delta = p); a compressed one, in general, not */
+    if (!l->dense && !s->bypass) l->fb_zero = s->uncompressed;
     if (s->call.out == out) return;
-    if (l->dense)
+    if (l->dense || s->bypass)
         memcpy(out, l->agg, l->count * sizeof *out);
     else
         par_fb_update(c->pool, l, &s->fctx, s->g, s->p, out);

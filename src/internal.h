@@ -29,6 +29,8 @@ typedef struct {
     int dense;                     /* small or uncompressed: plain dense mean               */
 
     float *state;                  /* feedback state (fb_floats)                            */
+    int fb_zero;                   /* the feedback state is known to be all zero (see
+                                      engine_begin's bypass)                                */
     float *pstate;                 /* protocol state (proto_floats); saved right after state */
     float *pstate_next;            /* swaps_state protocols: the buffer the next state is
                                       written to, swapped with pstate after a call; else NULL */
@@ -184,13 +186,16 @@ typedef struct {
     const protocol_ops_t *proto;
     feedback_ctx_t fctx;
     const float *g, *p;
-    int uncompressed;              /* feedback asked for an uncompressed call (EF21's first) */
+    int uncompressed;              /* an uncompressed call: feedback asked (EF21's first) or
+                                      compressor=auto chose dense                           */
+    int bypass;                    /* an uncompressed call that skips the feedback method:
+                                      p is g, and no update follows                         */
     unsigned shortcuts;            /* the protocol's PROTO_* shortcuts for this call         */
 } engine_side_t;
 
-/* Feedback prepare (g -> p, unless the layer is dense or its feedback none: then p is g) and
- * the protocol call on transport tp, ready to encode, for a result that goes to out (which
- * may be g). State is not touched. */
+/* Feedback prepare (g -> p, unless the layer is dense, its feedback none or bypassed: then p
+ * is g) and the protocol call on transport tp, ready to encode, for a result that goes to out
+ * (which may be g). State is not touched. */
 void engine_begin(engine_side_t *s, terse_comm_t *c, int layer, transport_t *tp, const float *g,
                   float *out);
 

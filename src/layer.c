@@ -156,6 +156,7 @@ static terse_status_t layer_add(terse_comm_t *c, const char *name, size_t rows, 
     }
     const int fb_none = l.fb == &feedback_none_ops;
     l.state = alloc_floats(l.fb_floats);
+    l.fb_zero = 1; /* calloc's zeros */
     l.pstate = alloc_state(l.proto_cap);
     l.pstate_next = l.proto->swaps_state && l.proto_cap ? alloc_state(l.proto_cap) : NULL;
     l.p = fb_none ? NULL : alloc_floats(count);

@@ -355,6 +355,21 @@ static uint64_t newest_step(terse_comm_t *c, int have, uint64_t step)
     return newest;
 }
 
+/* Whether every float of v is +0, bit for bit: a loaded feedback state with which an
+ * uncompressed call may bypass the method (engine_begin). The full path would leave the
+ * state as it is (p - p = +0), so the resumed run's results and state are the
+ * uninterrupted run's either way. */
+static int all_zero(const float *v, size_t n)
+{
+    uint32_t any = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], sizeof u);
+        any |= u;
+    }
+    return any == 0;
+}
+
 static void apply_loaded(terse_comm_t *c, const loaded_t *f)
 {
     const parsed_t *pf = &f->pf;
@@ -371,6 +386,7 @@ static void apply_loaded(terse_comm_t *c, const loaded_t *f)
                 memset(l->lg->acc, 0, l->count * sizeof(float));
         }
         memcpy(l->state, f->d + pf->offsets[i], l->fb_floats * sizeof(float));
+        l->fb_zero = all_zero(l->state, l->fb_floats);
         memcpy(l->pstate, f->d + pf->offsets[i] + l->fb_floats * sizeof(float), l->proto_floats * sizeof(float));
         l->calls = pf->calls[i];
         l->skipped = pf->skipped[i];

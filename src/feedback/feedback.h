@@ -50,6 +50,12 @@ typedef struct feedback_ops {
     /* Checks the parameters for a communicator of nranks ranks, at layer registration
      * (TERSE_ERR_ARG with a message when they cannot work). May be NULL. */
     terse_status_t (*check)(const double *prm, int nranks);
+    /* 1 when, with these parameters and its state all +0, the method is the identity on an
+     * uncompressed call: prepare writes p = g (up to the sign of zeros, which the dense
+     * sum does not see: it starts from +0), and update leaves the state all +0 and writes
+     * out = agg. The engine then skips both on such calls (compressor=auto's dense calls).
+     * NULL: never. */
+    int (*identity_at_zero)(const double *prm);
     /* Writes the message input p from g and the state. Returns 1 when this call must send p
      * uncompressed (EF21's first call), 0 otherwise. */
     int (*prepare)(const feedback_ctx_t *ctx, const float *state, const float *restrict g,

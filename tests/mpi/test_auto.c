@@ -95,6 +95,32 @@ static void choice_survives_save_and_load(int save_at)
     mpitest_tmpdir_remove(dir, path);
 }
 
+/* A dense call on an error of all +0 bypasses ef (engine_begin): the bits of the full path,
+ * which nonfinite=pass keeps. Trial 0 bypasses (the error starts at zero), and so do the
+ * dense calls after the first one once the layer has chosen dense. The two communicators
+ * are compared while their histories are alike: through the trials, and after them if both
+ * chose the same path (the choice is timed). g holds zeros of both signs. */
+static void bypass_is_the_full_path(void)
+{
+    terse_comm_t *a = make("compressor=auto:with=topk,density=0.05; feedback=ef");
+    terse_comm_t *f = make("compressor=auto:with=topk,density=0.05; feedback=ef; nonfinite=pass");
+    if (!a || !f) return;
+    float g[N], h[N];
+    for (int call = 0; call < 10; call++) {
+        grad(g, call);
+        for (size_t i = (size_t)call; i < N; i += 7) g[i] = (i / 7) % 2 ? -0.0f : 0.0f;
+        memcpy(h, g, sizeof g);
+        EXPECT(terse_allreduce(a, 0, g) == TERSE_OK && terse_allreduce(f, 0, h) == TERSE_OK, "call %d: %s", call,
+               terse_last_error());
+        if (call >= 4 && dense_now(a) != dense_now(f)) continue;
+        const size_t d = mpitest_first_diff(g, h, N);
+        EXPECT(d == N, "call %d (%s): the bypass differs from the full path at %zu", call,
+               call < 4 ? "trial" : dense_now(a) ? "dense" : "compressed", d);
+    }
+    terse_comm_destroy(a);
+    terse_comm_destroy(f);
+}
+
 static void ranks_must_agree_on_auto(void)
 {
     if (nranks_ < 2) return;
@@ -118,6 +144,7 @@ int main(int argc, char **argv)
     trials_then_one_path("compressor=auto:with=topk,density=0.05; feedback=ef", 2, 1);
     trials_then_one_path("compressor=auto:with=topk,density=0.05,trials=3; feedback=ef21", 3, 1);
     trials_then_one_path("compressor=auto:with=onebit; feedback=ef", 2, 1);
+    bypass_is_the_full_path();
     choice_survives_save_and_load(5);
     choice_survives_save_and_load(3);
     ranks_must_agree_on_auto();
