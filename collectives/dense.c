@@ -22,7 +22,10 @@
  * the input, the owner sums into its chunk of the output in one pass over the received
  * chunks, and round 2 gathers in place in the output, so encode and decode move no data.
  * The output may be the input (PROTO_OUT_IN_PLACE): the owner writes its chunk after round 1
- * has sent it, and reads only the received copies. The bits are the general path's, except
+ * has sent it, and reads only the received copies. The owners also check the inputs for NaN
+ * and infinity as they sum them (PROTO_SCANS_AT_OWNER), instead of the engine's pass over
+ * the gradient: the sums then go to the workspace, the ranks agree on the verdict in one
+ * small allgather, and round 2 runs only if every chunk was finite. The bits are the general path's, except
  * that a mean which rounds to -0 stays -0, as in the serial reference (the general path's
  * decode adds it to +0).
  * Wire bytes per rank and call: 2 (n-1)/n of the encoded vector, as a ring allreduce. */
@@ -35,6 +38,8 @@ typedef struct {
     unsigned char *recv;   /* every rank's copy of my chunk                               */
     unsigned char *gath;   /* every owner's encoded result, laid out like send            */
     float *acc;            /* chunk_max: the owner's fp32 sum                              */
+    float *own;            /* codec none with a scan: the owner's sum, kept out of `out`   */
+    uint64_t *verdict;     /* codec none with a scan: each owner's lowest non-finite rank  */
     size_t *sc, *sd, *rc, *rd; /* n each: byte counts and displacements                   */
 } dense_ws_t;
 
@@ -60,7 +65,8 @@ static size_t dense_workspace(const proto_shape_t *s)
 {
     size_t cb, total = dense_total(s->codec, s->prm, s->count, s->nranks, &cb);
     size_t chunk = s->count / (size_t)s->nranks + 1;
-    size_t own = is_raw(s->codec) ? 0 : align64(total) * 2 + align64(chunk * 4);
+    size_t own = is_raw(s->codec) ? align64(chunk * 4) + align64((size_t)s->nranks * 8)
+                                  : align64(total) * 2 + align64(chunk * 4);
     return own + align64((size_t)s->nranks * cb) + align64(4 * (size_t)s->nranks * sizeof(size_t));
 }
 
@@ -75,7 +81,11 @@ static dense_ws_t dense_layout(const proto_call_t *c)
         w.send = (unsigned char *)(uintptr_t)c->in;
         w.gath = (unsigned char *)c->out;
         w.acc = c->out + protocol_chunk_begin(c->count, n, c->tp->rank);
+        w.own = (float *)p; p += align64(chunk * 4);
+        w.verdict = (uint64_t *)p; p += align64((size_t)n * 8);
     } else {
+        w.own = NULL;
+        w.verdict = NULL;
         w.send = p; p += align64(total);
         w.gath = p; p += align64(total);
         w.acc = (float *)p; p += align64(chunk * 4);
@@ -121,14 +131,30 @@ static terse_status_t dense_encode(proto_call_t *c)
     return TERSE_OK;
 }
 
+/* Whether one of v[0..n) is a NaN or an infinity (exponent all ones; vectorises). */
+static int any_nonfinite(const float *v, size_t n)
+{
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], sizeof u);
+        bad |= (u & 0x7f800000u) == 0x7f800000u;
+    }
+    return bad != 0;
+}
+
 /* The owner step of codec none: acc = (((0 + x_0) + x_1) + ... + x_{n-1}) [/ n] for the n
  * received chunks x_r of len floats, back to back in recv; the bits of the general path's
  * memset, decode_add per rank and division, in one pass over the chunks. Blocks of acc stay
- * in the first-level cache while the ranks' chunks stream through. */
-static void raw_owner_sum(const float *recv, int n, size_t len, int mean, float *restrict acc)
+ * in the first-level cache while the ranks' chunks stream through. With scan, returns the
+ * lowest rank whose chunk holds a NaN or an infinity, or n: a non-finite input makes its
+ * sums non-finite, so only a block whose sums are looks at the inputs (a finite overflow
+ * finds none, as the engine's scan of the input would). */
+static int raw_owner_sum(const float *recv, int n, size_t len, int mean, int scan, float *restrict acc)
 {
     enum { BLOCK = 2048 };
     const float div = (float)n;
+    int low = n;
     for (size_t b = 0; b < len; b += BLOCK) {
         const size_t e = len - b < BLOCK ? len : b + BLOCK;
         const float *x = recv + b;
@@ -139,7 +165,30 @@ static void raw_owner_sum(const float *recv, int n, size_t len, int mean, float 
         }
         if (mean)
             for (size_t j = b; j < e; j++) acc[j] /= div;
+        if (scan && any_nonfinite(acc + b, e - b))
+            for (int r = 0; r < low; r++)
+                if (any_nonfinite(recv + (size_t)r * len + b, e - b)) low = r;
     }
+    return low;
+}
+
+/* Codec none's owner step and round 2. With a scan the sum goes to the workspace first, and
+ * round 2 runs only once every owner has found its chunks finite. */
+static terse_status_t raw_reduce_gather(proto_call_t *c, dense_ws_t *w, size_t me_len)
+{
+    transport_t *tp = c->tp;
+    const int n = tp->size;
+    float *acc = c->scan ? w->own : w->acc;
+    const uint64_t low = (uint64_t)raw_owner_sum((const float *)w->recv, n, me_len, c->mean, c->scan, acc);
+    if (!c->scan) return tp->ops->allgatherv(tp, NULL, w->gath, w->sc, w->sd);
+    TERSE_CHECK(tp->ops->allgather(tp, &low, sizeof low, w->verdict));
+    uint64_t all = (uint64_t)n;
+    for (int r = 0; r < n; r++) all = w->verdict[r] < all ? w->verdict[r] : all;
+    if (all < (uint64_t)n) {
+        c->bad_rank = (int)all;
+        return TERSE_ERR_NONFINITE;
+    }
+    return tp->ops->allgatherv(tp, acc, w->gath, w->sc, w->sd);
 }
 
 static terse_status_t dense_exchange(proto_call_t *c)
@@ -155,10 +204,7 @@ static terse_status_t dense_exchange(proto_call_t *c)
     }
     TERSE_CHECK(tp->ops->alltoallv(tp, w.send, w.sc, w.sd, w.recv, w.rc, w.rd));
 
-    if (is_raw(c->codec)) { /* acc is my chunk of the output: the owner step is one pass */
-        raw_owner_sum((const float *)w.recv, n, me_len, c->mean, w.acc);
-        return tp->ops->allgatherv(tp, NULL, w.gath, w.sc, w.sd); /* round 2, as below */
-    }
+    if (is_raw(c->codec)) return raw_reduce_gather(c, &w, me_len);
     memset(w.acc, 0, me_len * sizeof(float));
     for (int r = 0; r < n; r++) {
         if (c->codec->decode_add(c->prm, w.recv + w.rd[r], w.rc[r], me_len, w.acc, c->scratch) != TERSE_OK) {
@@ -201,12 +247,13 @@ static terse_status_t dense_decode(proto_call_t *c)
 
 static size_t dense_ef_state(const proto_shape_t *s) { return s->count / (size_t)s->nranks + 1; }
 
-/* Codec none writes the output in place; the others decode into it after checking nothing
- * first, so a malformed message could leave it half written. */
+/* Codec none writes the output in place and checks the inputs as its owners sum them; the
+ * others decode into the output after checking nothing first, so a malformed message could
+ * leave it half written. */
 static unsigned dense_shortcuts(const codec_ops_t *codec, const double *prm, size_t rows, size_t cols)
 {
     (void)prm; (void)rows; (void)cols;
-    return is_raw(codec) ? PROTO_OUT_IN_PLACE : 0;
+    return is_raw(codec) ? PROTO_OUT_IN_PLACE | PROTO_SCANS_AT_OWNER : 0;
 }
 
 const protocol_ops_t protocol_dense = {

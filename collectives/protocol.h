@@ -48,6 +48,7 @@ typedef struct {
     void *scratch;           /* the codec's scratch_bytes bytes                             */
     size_t wire_bytes;       /* set by encode: this rank's message                          */
     int nonfinite;           /* set by encode under PROTO_SCANS_INPUT: `in` has a NaN/Inf   */
+    int scan;                /* set by the engine under PROTO_SCANS_AT_OWNER: check inputs  */
     const uint64_t *peer_bytes; /* set by the engine before exchange: every rank's wire_bytes */
     int bad_rank;            /* set on a decode failure: the rank whose message was invalid */
 } proto_call_t;
@@ -82,6 +83,14 @@ typedef struct protocol_ops {
  * or an infinity, so the engine skips its own scan (one pass less); encode must not fail
  * or change state on such input, since the engine abandons or skips the call after it. */
 #define PROTO_SCANS_INPUT 2u
+
+/* With call->scan set, exchange checks every rank's input for a NaN or an infinity where it
+ * reads it anyway (each element once, at its owner), and the ranks agree on the verdict
+ * before anything is written to `out`: a non-finite input makes exchange return
+ * TERSE_ERR_NONFINITE with call->bad_rank the lowest rank whose input had one, the same on
+ * every rank, having written nothing and changed no state. The engine skips its own scan
+ * and sets call->scan when the input is the caller's gradient and nonfinite= asks. */
+#define PROTO_SCANS_AT_OWNER 4u
 
 extern const protocol_ops_t protocol_dense;
 extern const protocol_ops_t protocol_dense_ef;

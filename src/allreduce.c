@@ -129,20 +129,25 @@ terse_status_t engine_agree(terse_comm_t *c, transport_t *tp, uint64_t *headers,
     hdr[HDR_WIRE] = wire;
     TERSE_CHECK(tp->ops->allgather(tp, hdr, sizeof hdr, headers));
     TERSE_CHECK(headers_agree(headers, tp->size, hdr));
-    for (int r = 0; r < tp->size; r++) {
-        if (!(headers[(size_t)r * HDR_WORDS + HDR_FLAGS] & HDR_FLAG_NONFINITE)) continue;
-        if (l->cfg.nonfinite == CONFIG_NONFINITE_SKIP) {
-            memset(buf, 0, l->count * sizeof *buf);
-            l->skipped++;
-            *skip = 1;
-            return TERSE_OK;
-        }
-        return terse_error(TERSE_ERR_NONFINITE,
-                           "layer %d ('%s'): rank %d's gradient holds a NaN or Inf; the call was "
-                           "abandoned on every rank and the state is unchanged (nonfinite=skip "
-                           "skips such steps instead)", layer, l->name, r);
-    }
+    for (int r = 0; r < tp->size; r++)
+        if (headers[(size_t)r * HDR_WORDS + HDR_FLAGS] & HDR_FLAG_NONFINITE)
+            return engine_nonfinite(c, layer, buf, r, skip);
     return TERSE_OK;
+}
+
+terse_status_t engine_nonfinite(terse_comm_t *c, int layer, float *buf, int rank, int *skip)
+{
+    layer_t *l = &c->layers[layer];
+    if (l->cfg.nonfinite == CONFIG_NONFINITE_SKIP) {
+        memset(buf, 0, l->count * sizeof *buf);
+        l->skipped++;
+        *skip = 1;
+        return TERSE_OK;
+    }
+    return terse_error(TERSE_ERR_NONFINITE,
+                       "layer %d ('%s'): rank %d's gradient holds a NaN or Inf; the call was "
+                       "abandoned on every rank and the state is unchanged (nonfinite=skip "
+                       "skips such steps instead)", layer, l->name, rank);
 }
 
 static void call_init(proto_call_t *call, terse_comm_t *c, int layer, transport_t *tp,
@@ -268,10 +273,12 @@ terse_status_t engine_flat(terse_comm_t *c, int layer, float *buf, transport_t *
 
     engine_side_t side;
     engine_begin(&side, c, layer, tp, buf, buf);
-    /* a protocol that reads all of its input in encode checks it there; p is g then */
+    /* a protocol that reads all of its input anyway checks it there, in encode or at the
+     * owners during the exchange; p is g then */
     const int check = l->cfg.nonfinite != CONFIG_NONFINITE_PASS && n > 0;
     const int scans = (side.shortcuts & PROTO_SCANS_INPUT) && side.call.in == buf;
-    int nonfinite = check && !scans && par_has_nonfinite(c->pool, buf, n);
+    side.call.scan = check && (side.shortcuts & PROTO_SCANS_AT_OWNER) && side.call.in == buf;
+    int nonfinite = check && !scans && !side.call.scan && par_has_nonfinite(c->pool, buf, n);
     if (!nonfinite) TERSE_CHECK(side.proto->encode(&side.call));
     if (check && scans) nonfinite = side.call.nonfinite;
     t[1] = engine_now_us();
@@ -284,7 +291,9 @@ terse_status_t engine_flat(terse_comm_t *c, int layer, float *buf, transport_t *
     uint64_t *peer = headers; /* reuse: header rows are no longer needed */
     for (int r = 0; r < tp->size; r++) peer[r] = headers[(size_t)r * HDR_WORDS + HDR_WIRE];
     side.call.peer_bytes = peer;
-    TERSE_CHECK(engine_exchange_decode(side.proto, &side.call, &t[2]));
+    const terse_status_t st = engine_exchange_decode(side.proto, &side.call, &t[2]);
+    if (st == TERSE_ERR_NONFINITE && side.call.scan) return engine_nonfinite(c, layer, buf, side.call.bad_rank, &skip);
+    TERSE_CHECK(st);
     engine_finish(&side, c, layer, buf);
     t[3] = engine_now_us();
     engine_record(l, side.call.wire_bytes, tp->sent_bytes - sent0, tp->sent_inter_bytes - inter0, t);

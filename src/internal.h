@@ -175,6 +175,11 @@ int par_has_nonfinite(pool_t *pool, const float *v, size_t n);
 terse_status_t engine_agree(terse_comm_t *c, transport_t *tp, uint64_t *headers, int layer, float *buf,
                             uint64_t flags, uint64_t wire, int *skip);
 
+/* What every rank does once all know that rank's input is non-finite: nonfinite=skip zeroes
+ * buf, counts the skip and sets *skip (TERSE_OK); otherwise TERSE_ERR_NONFINITE naming the
+ * rank. */
+terse_status_t engine_nonfinite(terse_comm_t *c, int layer, float *buf, int rank, int *skip);
+
 /* The flat protocol, every rank taking part in the compressed exchange: layer's whole call
  * (arguments checked, plan decided) over transport tp, with headers as its header table. */
 terse_status_t engine_flat(terse_comm_t *c, int layer, float *buf, transport_t *tp, uint64_t *headers);

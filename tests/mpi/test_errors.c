@@ -199,7 +199,9 @@ static void mismatch(void)
 /* A NaN on one rank: nonfinite=error fails on every rank and leaves every buffer as it was,
  * skip zeroes the result on every rank; either way the feedback (or codec) state is as
  * before, so the next call equals a run without the bad step. dgc finds the NaN in its own
- * pass over the gradient (PROTO_SCANS_INPUT) and writes its result in place. */
+ * pass over the gradient (PROTO_SCANS_INPUT) and writes its result in place; the dense
+ * protocol (compressor=none) finds it at the owners of the chunks (PROTO_SCANS_AT_OWNER)
+ * and writes in place too. */
 static void nonfinite(const char *mode, const char *method, size_t rows, size_t cols)
 {
     char cfg[160];
@@ -222,6 +224,10 @@ static void nonfinite(const char *mode, const char *method, size_t rows, size_t 
     terse_status_t s = terse_allreduce(c, l, bad);
     if (strcmp(mode, "error") == 0) {
         EXPECT(s == TERSE_ERR_NONFINITE && has_message(), "%s: NaN with nonfinite=error: %d %s", method, s,
+               terse_last_error());
+        char who[32];
+        snprintf(who, sizeof who, "rank %d's", nranks_ > 2 ? 0 : nranks_ - 1);
+        EXPECT(strstr(terse_last_error(), who) != NULL, "%s: the lowest bad rank is named: %s", method,
                terse_last_error());
         EXPECT(memcmp(keep, bad, sizeof keep) == 0, "%s: the buffer is as it was", method);
     } else {
@@ -315,10 +321,11 @@ int main(int argc, char **argv)
     bad_arguments();
     dead_handles();
     mismatch();
-    static const char *const methods[] = {"compressor=topk:k=1; feedback=ef", "compressor=dgc:density=0.4"};
-    for (int m = 0; m < 2; m++) {
-        nonfinite("error", methods[m], m ? 3 : 6, m ? 2 : 1);
-        nonfinite("skip", methods[m], m ? 3 : 6, m ? 2 : 1);
+    static const char *const methods[] = {"compressor=topk:k=1; feedback=ef", "compressor=dgc:density=0.4",
+                                          "compressor=none"};
+    for (int m = 0; m < 3; m++) {
+        nonfinite("error", methods[m], m == 1 ? 3 : 6, m == 1 ? 2 : 1);
+        nonfinite("skip", methods[m], m == 1 ? 3 : 6, m == 1 ? 2 : 1);
     }
     learning_rate();
     device_buffers();
