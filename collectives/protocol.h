@@ -89,7 +89,9 @@ typedef struct protocol_ops {
  * before anything is written to `out`: a non-finite input makes exchange return
  * TERSE_ERR_NONFINITE with call->bad_rank the lowest rank whose input had one, the same on
  * every rank, having written nothing and changed no state. The engine skips its own scan
- * and sets call->scan when the input is the caller's gradient and nonfinite= asks. */
+ * and sets call->scan when the input is the caller's gradient, nonfinite= asks and the call
+ * is not part of a fused bucket (there the verdict's extra round would cost every layer of
+ * the bucket a round trip). */
 #define PROTO_SCANS_AT_OWNER 4u
 
 extern const protocol_ops_t protocol_dense;

@@ -274,10 +274,11 @@ terse_status_t engine_flat(terse_comm_t *c, int layer, float *buf, transport_t *
     engine_side_t side;
     engine_begin(&side, c, layer, tp, buf, buf);
     /* a protocol that reads all of its input anyway checks it there, in encode or at the
-     * owners during the exchange; p is g then */
+     * owners during the exchange (not in a fused bucket, whose lanes are not c->tp); p is g
+     * then */
     const int check = l->cfg.nonfinite != CONFIG_NONFINITE_PASS && n > 0;
     const int scans = (side.shortcuts & PROTO_SCANS_INPUT) && side.call.in == buf;
-    side.call.scan = check && (side.shortcuts & PROTO_SCANS_AT_OWNER) && side.call.in == buf;
+    side.call.scan = check && (side.shortcuts & PROTO_SCANS_AT_OWNER) && side.call.in == buf && tp == &c->tp;
     int nonfinite = check && !scans && !side.call.scan && par_has_nonfinite(c->pool, buf, n);
     if (!nonfinite) TERSE_CHECK(side.proto->encode(&side.call));
     if (check && scans) nonfinite = side.call.nonfinite;

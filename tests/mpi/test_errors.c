@@ -246,6 +246,54 @@ static void nonfinite(const char *mode, const char *method, size_t rows, size_t 
     terse_comm_destroy(clean);
 }
 
+/* The dense protocol checks layers of 1 MiB and more at the owners of the chunks
+ * (PROTO_SCANS_AT_OWNER): a NaN near the end of the last rank's gradient and an Inf in rank
+ * 0's (with 3 ranks or more) fail the call on every rank, naming the lowest rank, with the
+ * buffer as it was; skip zeroes it. The next call is the exact mean either way. */
+static void nonfinite_large_dense(const char *mode)
+{
+    enum { N = (1 << 18) + 5 };
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "compressor=none; nonfinite=%s", mode);
+    terse_comm_t *c = NULL;
+    int l = -1;
+    EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, cfg, &c) == TERSE_OK, "%s", terse_last_error());
+    if (!c) return;
+    EXPECT(terse_layer_add(c, "big", N, 1, NULL, &l) == TERSE_OK, "%s", terse_last_error());
+    float *x = malloc(N * sizeof *x), *keep = malloc(N * sizeof *keep);
+    for (int i = 0; i < N; i++) x[i] = (float)(i % 97) * 0.125f + (float)rank_;
+    if (rank_ == nranks_ - 1) x[N - 2] = NAN;
+    if (rank_ == 0 && nranks_ > 2) x[N / 2] = -INFINITY;
+    memcpy(keep, x, N * sizeof *x);
+    terse_status_t s = terse_allreduce(c, l, x);
+    if (strcmp(mode, "error") == 0) {
+        char who[32];
+        snprintf(who, sizeof who, "rank %d's", nranks_ > 2 ? 0 : nranks_ - 1);
+        EXPECT(s == TERSE_ERR_NONFINITE && strstr(terse_last_error(), who), "large dense, error: %d %s", s,
+               terse_last_error());
+        EXPECT(memcmp(keep, x, N * sizeof *x) == 0, "large dense: the buffer is as it was");
+    } else {
+        int zero = 1;
+        for (int i = 0; i < N; i++) zero &= x[i] == 0.0f;
+        terse_stats_t st;
+        terse_layer_stats(c, l, &st);
+        EXPECT(s == TERSE_OK && zero && st.skipped == 1, "large dense, skip: %d, zeroed %d, skipped %llu", s, zero,
+               (unsigned long long)st.skipped);
+    }
+    for (int i = 0; i < N; i++) x[i] = (float)(i % 89) * 0.25f - (float)rank_;
+    EXPECT(terse_allreduce(c, l, x) == TERSE_OK, "%s", terse_last_error());
+    int exact = 1;
+    for (int i = 0; i < N; i++) {
+        float sum = 0.0f;
+        for (int r = 0; r < nranks_; r++) sum += (float)(i % 89) * 0.25f - (float)r;
+        exact &= x[i] == sum / (float)nranks_;
+    }
+    EXPECT(exact, "large dense, %s: the next call is the exact mean", mode);
+    free(x);
+    free(keep);
+    terse_comm_destroy(c);
+}
+
 /* terse_set_learning_rate: its arguments, and ef's inside form at gamma = 1 is the outside
  * form bit for bit (p = e + 1 g = g + e, out = mean delta / 1). */
 static void learning_rate(void)
@@ -327,6 +375,8 @@ int main(int argc, char **argv)
         nonfinite("error", methods[m], m == 1 ? 3 : 6, m == 1 ? 2 : 1);
         nonfinite("skip", methods[m], m == 1 ? 3 : 6, m == 1 ? 2 : 1);
     }
+    nonfinite_large_dense("error");
+    nonfinite_large_dense("skip");
     learning_rate();
     device_buffers();
     /* a communicator left alive across MPI_Finalize */
