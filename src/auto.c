@@ -1,9 +1,15 @@
 /* compressor=auto: per layer, the faster of the dense path and the configured compressed one.
  *
- * The cost model is the layer itself. Its first 2T calls (T = trials, default 2) alternate
- * dense, compressed, dense, compressed, ..., and each is timed whole on every rank (from the
+ * The cost model is the layer itself. Its first 2T calls (T = trials, default 4) are T
+ * dense calls and then T compressed ones, each timed whole on every rank (from the
  * non-finite scan to the result in the caller's buffer: codec, feedback, exchange and
- * decode). After the last trial the ranks allgather their fastest dense and fastest
+ * decode). Dense first, because the error is still zero then, so ef is bypassed
+ * (engine_begin) as on every dense call of a layer that chose dense, after the one that
+ * flushes what the compressed trials left; a dense call after a compressed one would time
+ * the flush instead. T is 4 because a layer's first calls are cold (page faults, MPI's first
+ * use of the buffers): on this project's test machine the first two dense calls of 1 MiB
+ * took 15 and 10 ms against 0.7 ms warm, so the best of two can still be a cold one.
+ * After the last trial the ranks allgather their fastest dense and fastest
  * compressed time; the compressed path is kept if the slowest rank's fastest compressed call
  * beat the slowest rank's fastest dense one, otherwise the layer stays dense for good. Every
  * rank computes the same choice from the same numbers, so the ranks never disagree about a
@@ -20,6 +26,7 @@
  * including what a model leaves out (the header exchange, the feedback passes, threads
  * sharing cores, a protocol's extra rounds). It costs T calls of the slower path once. */
 #include "internal.h"
+#include "log.h"
 
 int auto_on(const layer_t *l)
 {
@@ -31,17 +38,23 @@ static int trials_left(const layer_t *l)
     return l->autorec.done < 2 * (uint64_t)l->cfg.auto_trials;
 }
 
+/* Whether the next trial is a dense one: the first T are. */
+static int trial_dense(const layer_t *l)
+{
+    return l->autorec.done < (uint64_t)l->cfg.auto_trials;
+}
+
 int auto_call_dense(const layer_t *l)
 {
     if (!auto_on(l)) return 0;
     if (l->autorec.choice != AUTO_UNDECIDED) return l->autorec.choice == AUTO_DENSE;
-    return l->autorec.done % 2 == 0;
+    return trial_dense(l);
 }
 
 void auto_record(layer_t *l, double us)
 {
     if (!auto_on(l) || l->autorec.choice != AUTO_UNDECIDED || !trials_left(l)) return;
-    double *best = &l->autorec.best[l->autorec.done % 2 == 0 ? 0 : 1];
+    double *best = &l->autorec.best[trial_dense(l) ? 0 : 1];
     if (*best == 0 || us < *best) *best = us > 0 ? us : 1e-3;
     l->autorec.done++;
 }
@@ -58,5 +71,9 @@ terse_status_t auto_maybe_decide(terse_comm_t *c, layer_t *l)
         compressed = all[2 * r + 1] > compressed ? all[2 * r + 1] : compressed;
     }
     l->autorec.choice = compressed < dense ? AUTO_COMPRESSED : AUTO_DENSE;
+    if (c->tp.rank == 0)
+        log_print(LOG_INFO, 0, "layer '%s': compressor=auto chose %s (fastest trial on the slowest rank: "
+                  "dense %.1f us, compressed %.1f us)", l->name,
+                  l->autorec.choice == AUTO_DENSE ? "dense" : "compressed", dense, compressed);
     return TERSE_OK;
 }

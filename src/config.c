@@ -281,10 +281,10 @@ static terse_status_t parse_bytes(const char *key, const char *value, double hi,
 }
 
 /* compressor=auto[:with=CODEC][,trials=T][,CODEC's parameters], in any order: `with` (default
- * topk) names the compressed path, `trials` (default 2, 1 to 64) how many calls of each path
+ * topk) names the compressed path, `trials` (default 4, 1 to 64) how many calls of each path
  * a layer times before it keeps the faster; every other parameter is the codec's. */
 #define AUTO_DEFAULT_CODEC "topk"
-#define AUTO_DEFAULT_TRIALS 2
+#define AUTO_DEFAULT_TRIALS 4
 
 static terse_status_t parse_auto(const char *value, terse_config_t *cfg)
 {

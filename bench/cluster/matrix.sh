@@ -4,8 +4,8 @@
 # over sizes 1 MiB .. 256 MiB, each run with its own dense MPI_Allreduce baseline (so every
 # speedup is a ratio taken within one run), plus the acceptance points at 100 MiB
 # (powersgd on the resnet50 layer shapes, about 98 MiB), plus compressor=auto (topk 1 %
-# with ef; 4 warm-up calls, which are its trials) at each rate and on plain loopback
-# (4 ranks on this machine, shared memory, no namespaces).
+# with ef; 9 warm-up calls: its 8 trials and the dense call that flushes ef's error) at
+# each rate and on plain loopback (4 ranks on this machine, shared memory, no namespaces).
 #
 #   bench/cluster/matrix.sh [--rates 1gbit,10gbit] [--sizes 1M:256M] [--iters 3] [--out DIR]
 #
@@ -64,12 +64,12 @@ for rate in "${rate_list[@]}"; do
             run "$rate" "point-$name" 1 --config "$cfg;min_size=0" --sizes 100M:100M
         fi
     done
-    run "$rate" sweep-auto 4 --config "$auto_cfg" --sizes "$sizes"
+    run "$rate" sweep-auto 9 --config "$auto_cfg" --sizes "$sizes"
 done
 mkdir -p "$out/loopback"
 echo "== loopback sweep-auto" >&2
 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe --bind-to none \
     --mca mpi_yield_when_idle 1 -np 4 build/bench/terse-bench --config "$auto_cfg" --sizes "$sizes" \
-    --baseline --iters "$iters" --warmup 4 --json "$out/loopback/sweep-auto.json" \
+    --baseline --iters "$iters" --warmup 9 --json "$out/loopback/sweep-auto.json" \
     >"$out/loopback/sweep-auto.txt" 2>&1 || echo "matrix.sh: loopback sweep-auto failed" >&2
 /usr/bin/python3 bench/cluster/report.py --results "$out"

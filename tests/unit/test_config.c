@@ -324,15 +324,15 @@ START_TEST(config_parses_auto)
 {
     terse_config_t cfg = parsed("compressor=auto");
     ck_assert_str_eq(cfg.compressor.def->name, "topk");
-    ck_assert_int_eq(cfg.auto_trials, 2);
+    ck_assert_int_eq(cfg.auto_trials, 4);
     ck_assert_int_eq(config_check_supported(&cfg), TERSE_OK);
     char buf[256];
     config_format_compressor(&cfg, buf, sizeof buf);
-    ck_assert_str_eq(buf, "auto:with=topk,trials=2");
+    ck_assert_str_eq(buf, "auto:with=topk,trials=4");
     cfg = parsed("compressor=auto:density=0.05, with=topk");
     ck_assert_double_eq(param_of(&cfg.compressor, "density"), 0.05);
     config_format_compressor(&cfg, buf, sizeof buf);
-    ck_assert_str_eq(buf, "auto:with=topk,trials=2,density=0.05");
+    ck_assert_str_eq(buf, "auto:with=topk,trials=4,density=0.05");
     cfg = parsed("compressor=auto:with=onebit,trials=5");
     ck_assert_str_eq(cfg.compressor.def->name, "onebit");
     ck_assert_int_eq(cfg.auto_trials, 5);
@@ -344,7 +344,7 @@ START_TEST(config_parses_auto)
     config_defaults(&l);
     ck_assert_int_eq(config_parse(&l, "compressor=auto:with=powersgd,rank=2", 1), TERSE_OK);
     ck_assert_str_eq(l.compressor.def->name, "powersgd");
-    ck_assert_int_eq(l.auto_trials, 2);
+    ck_assert_int_eq(l.auto_trials, 4);
     /* not with an adaptation method */
     cfg = parsed("compressor=auto; adapt=lgreco");
     ck_assert_int_eq(config_check_supported(&cfg), TERSE_ERR_ARG);
