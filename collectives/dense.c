@@ -22,12 +22,12 @@
  * the input, the owner sums into its chunk of the output in one pass over the received
  * chunks, and round 2 gathers in place in the output, so encode and decode move no data.
  * The output may be the input (PROTO_OUT_IN_PLACE): the owner writes its chunk after round 1
- * has sent it, and reads only the received copies. The owners also check the inputs for NaN
- * and infinity as they sum them (PROTO_SCANS_AT_OWNER), instead of the engine's pass over
- * the gradient: the sums then go to the workspace, the ranks agree on the verdict in one
- * small allgather, and round 2 runs only if every chunk was finite. The bits are the general path's, except
- * that a mean which rounds to -0 stays -0, as in the serial reference (the general path's
- * decode adds it to +0).
+ * has sent it, and reads only the received copies. On large layers the owners also check
+ * the inputs for NaN and infinity as they sum them (PROTO_SCANS_AT_OWNER), instead of the
+ * engine's pass over the gradient: the sums then go to the workspace, the ranks agree on
+ * the verdict in one small allgather, and round 2 runs only if every chunk was finite. The
+ * bits are the general path's, except that a mean which rounds to -0 stays -0, as in the
+ * serial reference (the general path's decode adds it to +0).
  * Wire bytes per rank and call: 2 (n-1)/n of the encoded vector, as a ring allreduce. */
 #include <string.h>
 
@@ -131,18 +131,6 @@ static terse_status_t dense_encode(proto_call_t *c)
     return TERSE_OK;
 }
 
-/* Whether one of v[0..n) is a NaN or an infinity (exponent all ones; vectorises). */
-static int any_nonfinite(const float *v, size_t n)
-{
-    uint32_t bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &v[i], sizeof u);
-        bad |= (u & 0x7f800000u) == 0x7f800000u;
-    }
-    return bad != 0;
-}
-
 /* The owner step of codec none: acc = (((0 + x_0) + x_1) + ... + x_{n-1}) [/ n] for the n
  * received chunks x_r of len floats, back to back in recv; the bits of the general path's
  * memset, decode_add per rank and division, in one pass over the chunks. Blocks of acc stay
@@ -165,9 +153,9 @@ static int raw_owner_sum(const float *recv, int n, size_t len, int mean, int sca
         }
         if (mean)
             for (size_t j = b; j < e; j++) acc[j] /= div;
-        if (scan && any_nonfinite(acc + b, e - b))
+        if (scan && protocol_has_nonfinite(acc + b, e - b))
             for (int r = 0; r < low; r++)
-                if (any_nonfinite(recv + (size_t)r * len + b, e - b)) low = r;
+                if (protocol_has_nonfinite(recv + (size_t)r * len + b, e - b)) low = r;
     }
     return low;
 }

@@ -16,6 +16,8 @@
 #ifndef TERSE_PROTOCOL_H
 #define TERSE_PROTOCOL_H
 
+#include <string.h>
+
 #include "codec.h"
 #include "error.h"
 #include "transport.h"
@@ -111,6 +113,19 @@ extern const protocol_ops_t protocol_powersgd;
 size_t protocol_dense_floats_workspace(size_t count, int nranks);
 terse_status_t protocol_dense_floats(proto_call_t *outer, const float *in, float *out,
                                      size_t count, int mean, void *ws);
+
+/* Whether one of v[0..n) is a NaN or an infinity: exponent all ones, OR-reduced so that
+ * the loop vectorises. */
+static inline int protocol_has_nonfinite(const float *v, size_t n)
+{
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], sizeof u);
+        bad |= (u & 0x7f800000u) == 0x7f800000u;
+    }
+    return bad != 0;
+}
 
 /* The protocol a codec's messages use. */
 const protocol_ops_t *protocol_for(const codec_ops_t *codec);

@@ -28,14 +28,7 @@ double engine_now_us(void)
 
 int engine_has_nonfinite(const float *v, size_t n)
 {
-    /* exponent all ones: Inf or NaN; OR-reduce so the loop vectorises */
-    uint32_t bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &v[i], sizeof u);
-        bad |= (u & 0x7f800000u) == 0x7f800000u;
-    }
-    return bad != 0;
+    return protocol_has_nonfinite(v, n);
 }
 
 static const char *header_field_name(int w)
