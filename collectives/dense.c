@@ -47,6 +47,13 @@ extern const codec_ops_t codec_none_ops;
 
 static size_t align64(size_t b) { return (b + 63) & ~(size_t)63; }
 
+/* Layers from which codec none checks its inputs at the owners: 1 MiB, where the engine's
+ * scan (about 40 us here) starts to cost more than the verdict's round trip. Only they get
+ * the workspace for it. */
+#define DENSE_SCAN_AT_OWNER_MIN ((size_t)1 << 18)
+
+static int scans_at_owner(size_t count) { return count >= DENSE_SCAN_AT_OWNER_MIN; }
+
 /* Codec none: messages are the floats themselves, sent from c->in and gathered in c->out. */
 static int is_raw(const codec_ops_t *codec) { return codec == &codec_none_ops; }
 
@@ -65,8 +72,8 @@ static size_t dense_workspace(const proto_shape_t *s)
 {
     size_t cb, total = dense_total(s->codec, s->prm, s->count, s->nranks, &cb);
     size_t chunk = s->count / (size_t)s->nranks + 1;
-    size_t own = is_raw(s->codec) ? align64(chunk * 4) + align64((size_t)s->nranks * 8)
-                                  : align64(total) * 2 + align64(chunk * 4);
+    const size_t scan = scans_at_owner(s->count) ? align64(chunk * 4) + align64((size_t)s->nranks * 8) : 0;
+    size_t own = is_raw(s->codec) ? scan : align64(total) * 2 + align64(chunk * 4);
     return own + align64((size_t)s->nranks * cb) + align64(4 * (size_t)s->nranks * sizeof(size_t));
 }
 
@@ -81,8 +88,12 @@ static dense_ws_t dense_layout(const proto_call_t *c)
         w.send = (unsigned char *)(uintptr_t)c->in;
         w.gath = (unsigned char *)c->out;
         w.acc = c->out + protocol_chunk_begin(c->count, n, c->tp->rank);
-        w.own = (float *)p; p += align64(chunk * 4);
-        w.verdict = (uint64_t *)p; p += align64((size_t)n * 8);
+        w.own = NULL;
+        w.verdict = NULL;
+        if (scans_at_owner(c->count)) {
+            w.own = (float *)p; p += align64(chunk * 4);
+            w.verdict = (uint64_t *)p; p += align64((size_t)n * 8);
+        }
     } else {
         w.own = NULL;
         w.verdict = NULL;
@@ -235,10 +246,6 @@ static terse_status_t dense_decode(proto_call_t *c)
 
 static size_t dense_ef_state(const proto_shape_t *s) { return s->count / (size_t)s->nranks + 1; }
 
-/* Layers from which codec none checks its inputs at the owners: 1 MiB, where the engine's
- * scan (about 40 us here) starts to cost more than the verdict's round trip. */
-#define DENSE_SCAN_AT_OWNER_MIN ((size_t)1 << 18)
-
 /* Codec none writes the output in place and, on large layers, checks the inputs as its
  * owners sum them; the others decode into the output after checking nothing first, so a
  * malformed message could leave it half written. */
@@ -246,7 +253,7 @@ static unsigned dense_shortcuts(const codec_ops_t *codec, const double *prm, siz
 {
     (void)prm;
     if (!is_raw(codec)) return 0;
-    return PROTO_OUT_IN_PLACE | (rows * cols >= DENSE_SCAN_AT_OWNER_MIN ? PROTO_SCANS_AT_OWNER : 0);
+    return PROTO_OUT_IN_PLACE | (scans_at_owner(rows * cols) ? PROTO_SCANS_AT_OWNER : 0);
 }
 
 const protocol_ops_t protocol_dense = {

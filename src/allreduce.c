@@ -191,13 +191,14 @@ void engine_begin(engine_side_t *s, terse_comm_t *c, int layer, transport_t *tp,
     const int fb_none = l->fb == &feedback_none_ops;
     if (!l->dense) {
         const int dense_call = auto_call_dense(l);
-        s->bypass = dense_call && !fb_none && fb_bypass(l);
+        s->bypass = dense_call && fb_bypass(l);
         /* feedback none's prepare is a copy: the protocol reads g itself instead */
-        if (s->bypass)
+        if (s->bypass) {
             s->uncompressed = 1;
-        else
+        } else {
             s->uncompressed = (!fb_none && par_fb_prepare(c->pool, l, &s->fctx, g, l->p)) || dense_call;
-        if (!fb_none && !s->bypass) s->p = l->p;
+            if (!fb_none) s->p = l->p;
+        }
     }
     call_init(&s->call, c, layer, tp, s->p, s->uncompressed);
     if (s->bypass) s->call.delta = NULL;
