@@ -32,6 +32,7 @@
 
 #include "dgc.h"
 #include "protocol.h"
+#include "sparse_sum.h"
 #include "topk.h"
 
 
@@ -40,7 +41,7 @@ static size_t align64(size_t b) { return (b + 63) & ~(size_t)63; }
 static size_t msg_bytes(const double *prm, size_t count) { return 4 + 8 * dgc_max_selects(prm, count); }
 
 /* one bit per element: which ones decode has divided already */
-static size_t bitmap_bytes(size_t count) { return align64((count + 63) / 64 * sizeof(uint64_t)); }
+static size_t bitmap_bytes(size_t count) { return sparse_sum_bitmap_bytes(count); }
 
 /* Workspace, sparsified: the bitmap | one message slot per rank (msg_bytes apart) | counts,
  * displacements. Dense: the dense protocol's workspace for count floats. */
@@ -118,44 +119,17 @@ static const uint32_t *msg_indices(const proto_call_t *c, int r, uint32_t *k)
     return (const uint32_t *)(slot(c, r) + 4);
 }
 
-/* out /= nranks on the entries some message touches, each once: the others are 0 and stay
- * +0, as the division would leave them. */
-static void divide_touched(const proto_call_t *c)
-{
-    uint64_t *bits = ws_bitmap(c);
-    const int n = c->tp->size;
-    uint32_t k;
-    for (int r = 0; r < n; r++) {
-        const uint32_t *idx = msg_indices(c, r, &k);
-        for (uint32_t j = 0; j < k; j++) bits[idx[j] >> 6] &= ~((uint64_t)1 << (idx[j] & 63));
-    }
-    for (int r = 0; r < n; r++) {
-        const uint32_t *idx = msg_indices(c, r, &k);
-        for (uint32_t j = 0; j < k; j++) {
-            uint64_t *w = &bits[idx[j] >> 6];
-            const uint64_t bit = (uint64_t)1 << (idx[j] & 63);
-            if (*w & bit) continue;
-            *w |= bit;
-            c->out[idx[j]] /= (float)n;
-        }
-    }
-}
-
 static terse_status_t sparse_decode(proto_call_t *c)
 {
     const int n = c->tp->size;
     const size_t count = c->count;
     const size_t *counts = slot_counts(c);
     /* every message checked before anything is written: out may be the caller's buffer */
-    for (int r = 0; r < n; r++) {
-        if (sparse_check(slot(c, r), counts[r], count) != TERSE_OK) {
-            c->bad_rank = r;
-            return TERSE_ERR_MISMATCH;
-        }
+    const int bad = sparse_sum(slot(c, 0), msg_bytes(c->prm, count), counts, n, count, c->mean, ws_bitmap(c), c->out);
+    if (bad >= 0) {
+        c->bad_rank = bad;
+        return TERSE_ERR_MISMATCH;
     }
-    memset(c->out, 0, count * sizeof(float));
-    for (int r = 0; r < n; r++) sparse_add(slot(c, r), c->out);
-    if (c->mean) divide_touched(c);
 
     /* momentum factor masking in the next state: what was sent starts over in velocity and
      * momentum; the engine puts the next state in force after this */

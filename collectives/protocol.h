@@ -44,6 +44,7 @@ typedef struct {
     float *state_next;       /* swaps_state: as many floats for the next state, else NULL   */
     const float *in;         /* p: this rank's message input                                */
     float *delta;            /* out: C(p) as this rank's own message decodes, or NULL       */
+    float *residual;         /* PROTO_RESIDUAL_IN_PLACE: `in` itself, writable, or NULL     */
     float *out;              /* out: the aggregate (mean or sum of every rank's C(p_i))     */
     int mean;                /* 1: divide the sum by the rank count                         */
     void *ws;                /* workspace_bytes bytes                                       */
@@ -95,6 +96,11 @@ typedef struct protocol_ops {
  * is not part of a fused bucket (there the verdict's extra round would cost every layer of
  * the bucket a round trip). */
 #define PROTO_SCANS_AT_OWNER 4u
+
+/* With call->residual set (to call->in), encode leaves in - delta there instead of writing
+ * delta, with the bits of the subtraction of the whole decoded delta (decode_add's into
+ * zeros): the next state of error feedback, in work in proportion to the message. */
+#define PROTO_RESIDUAL_IN_PLACE 8u
 
 extern const protocol_ops_t protocol_dense;
 extern const protocol_ops_t protocol_dense_ef;

@@ -405,6 +405,16 @@ void sparse_add(const void *restrict msg, float *restrict out)
     for (; j < k; j++) out[idx[j]] += val[j];
 }
 
+void sparse_subtract(const void *restrict msg, float *restrict p)
+{
+    uint32_t k;
+    memcpy(&k, msg, 4);
+    const unsigned char *b = msg;
+    const uint32_t *idx = (const uint32_t *)(b + 4);
+    const float *val = (const float *)(b + 4 + 4 * (size_t)k);
+    for (size_t j = 0; j < k; j++) p[idx[j]] -= 0.0f + val[j];
+}
+
 terse_status_t sparse_decode_add(const void *restrict msg, size_t bytes, size_t count,
                                  float *restrict out)
 {

@@ -81,6 +81,11 @@ terse_status_t sparse_check(const void *msg, size_t bytes, size_t count);
 /* out[idx[j]] += val[j] for a message sparse_check accepted. */
 void sparse_add(const void *restrict msg, float *restrict out);
 
+/* p[idx[j]] -= 0 + val[j] for this rank's own (well formed) message: p becomes p - delta,
+ * delta being the message decoded into zeros (0 + val, so a -0 value subtracts as +0), with
+ * the bits of the whole-vector subtraction. */
+void sparse_subtract(const void *restrict msg, float *restrict p);
+
 /* sparse_check, then sparse_add; out untouched if the message is malformed. */
 terse_status_t sparse_decode_add(const void *restrict msg, size_t bytes, size_t count,
                                  float *restrict out);

@@ -187,7 +187,7 @@ void engine_begin(engine_side_t *s, terse_comm_t *c, int layer, transport_t *tp,
     const feedback_ctx_t fctx = {l->cfg.feedback.p, l->calls, tp->rank, tp->size, l->count};
     s->fctx = fctx;
     s->g = s->p = g;
-    s->uncompressed = s->bypass = 0;
+    s->uncompressed = s->bypass = s->residual = 0;
     const int fb_none = l->fb == &feedback_none_ops;
     if (!l->dense) {
         const int dense_call = auto_call_dense(l);
@@ -209,6 +209,17 @@ void engine_begin(engine_side_t *s, terse_comm_t *c, int layer, transport_t *tp,
      * p, possibly out itself, after decode) */
     const int no_update = fb_none || s->bypass || l->dense;
     if (no_update && !l->lg && (s->shortcuts & PROTO_OUT_IN_PLACE)) s->call.out = out;
+    /* a compressed call through a plainly residual method (ef: e = p - delta, out = agg) on
+     * a protocol that can leave p - delta in p and write out: no update pass at all; finish
+     * makes p the state by swapping the buffers (not with L-GreCo, which observes p) */
+    const unsigned both = PROTO_RESIDUAL_IN_PLACE | PROTO_OUT_IN_PLACE;
+    s->residual = !no_update && !s->uncompressed && !l->lg && (s->shortcuts & both) == both &&
+                  l->fb->plain_residual && l->fb->plain_residual(l->cfg.feedback.p) && l->fb_floats == l->count;
+    if (s->residual) {
+        s->call.residual = l->p;
+        s->call.delta = NULL;
+        s->call.out = out;
+    }
 }
 
 void engine_finish(engine_side_t *s, terse_comm_t *c, int layer, float *out)
@@ -224,6 +235,11 @@ void engine_finish(engine_side_t *s, terse_comm_t *c, int layer, float *out)
     /* an uncompressed call through the method leaves an identity_at_zero method's state
      * zero (p - delta, delta = p); a compressed one, in general, not */
     if (!l->dense && !s->bypass) l->fb_zero = s->uncompressed;
+    if (s->residual) {
+        float *e = l->state;
+        l->state = l->p;
+        l->p = e;
+    }
     if (s->call.out == out) return;
     if (l->dense || s->bypass)
         memcpy(out, l->agg, l->count * sizeof *out);
@@ -268,10 +284,11 @@ terse_status_t engine_flat(terse_comm_t *c, int layer, float *buf, transport_t *
     engine_side_t side;
     engine_begin(&side, c, layer, tp, buf, buf);
     /* a protocol that reads all of its input anyway checks it there, in encode or at the
-     * owners during the exchange (not in a fused bucket, whose lanes are not c->tp); p is g
-     * then */
+     * owners during the exchange (not in a fused bucket, whose lanes are not c->tp): when p
+     * is g, or p = g + e (ef, residual path), which keeps every NaN and infinity of g (and
+     * has one more only where e holds one or the sum overflows: a call best abandoned too) */
     const int check = l->cfg.nonfinite != CONFIG_NONFINITE_PASS && n > 0;
-    const int scans = (side.shortcuts & PROTO_SCANS_INPUT) && side.call.in == buf;
+    const int scans = (side.shortcuts & PROTO_SCANS_INPUT) && (side.call.in == buf || side.residual);
     side.call.scan = check && (side.shortcuts & PROTO_SCANS_AT_OWNER) && side.call.in == buf && tp == &c->tp;
     int nonfinite = check && !scans && !side.call.scan && par_has_nonfinite(c->pool, buf, n);
     if (!nonfinite) TERSE_CHECK(side.proto->encode(&side.call));

@@ -195,6 +195,8 @@ typedef struct {
                                       compressor=auto chose dense                           */
     int bypass;                    /* an uncompressed call that skips the feedback method:
                                       p is g, and no update follows                         */
+    int residual;                  /* the protocol leaves p - delta in p, the next state, and
+                                      writes out: finish swaps p and the state              */
     unsigned shortcuts;            /* the protocol's PROTO_* shortcuts for this call         */
 } engine_side_t;
 

@@ -44,15 +44,16 @@ static void ef_update(const feedback_ctx_t *ctx, float *state, const float *g, c
     }
 }
 
-/* Outside form: with e = 0, p = g + 0 = g (a -0 becomes +0, which the dense sum, starting
- * from +0, cannot tell apart), and an uncompressed call's delta is p, so e stays p - p = +0
- * and out = agg. (Inside form divides by gamma: not the identity.) */
-static int ef_identity_at_zero(const double *prm)
+/* Outside form: update is plainly e = p - delta, out = agg. And with e = 0, p = g + 0 = g (a
+ * -0 becomes +0, which the dense sum, starting from +0, cannot tell apart), and an
+ * uncompressed call's delta is p, so e stays p - p = +0 and out = agg. (Inside form divides
+ * out by gamma: neither holds.) */
+static int ef_outside(const double *prm)
 {
     return isnan(prm[EF_LR]);
 }
 
 const feedback_ops_t feedback_ef_ops = {
     .size = sizeof(feedback_ops_t), .name = "ef", .state_per_elem = 1, .needs_delta = 1,
-    .identity_at_zero = ef_identity_at_zero, .prepare = ef_prepare, .update = ef_update,
+    .identity_at_zero = ef_outside, .plain_residual = ef_outside, .prepare = ef_prepare, .update = ef_update,
 };

@@ -56,6 +56,11 @@ typedef struct feedback_ops {
      * out = agg. The engine then skips both on such calls (compressor=auto's dense calls).
      * NULL: never. */
     int (*identity_at_zero)(const double *prm);
+    /* 1 when, with these parameters, update is exactly state = p - delta and out = agg (the
+     * state one float per element). The engine may then have the protocol leave p - delta
+     * in p (PROTO_RESIDUAL_IN_PLACE) and the aggregate in the caller's buffer, and make p
+     * the state by swapping the two buffers: no pass over the layer. NULL: never. */
+    int (*plain_residual)(const double *prm);
     /* Writes the message input p from g and the state. Returns 1 when this call must send p
      * uncompressed (EF21's first call), 0 otherwise. */
     int (*prepare)(const feedback_ctx_t *ctx, const float *state, const float *restrict g,

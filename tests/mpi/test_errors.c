@@ -246,21 +246,29 @@ static void nonfinite(const char *mode, const char *method, size_t rows, size_t 
     terse_comm_destroy(clean);
 }
 
-/* The dense protocol checks layers of 1 MiB and more at the owners of the chunks
- * (PROTO_SCANS_AT_OWNER): a NaN near the end of the last rank's gradient and an Inf in rank
- * 0's (with 3 ranks or more) fail the call on every rank, naming the lowest rank, with the
- * buffer as it was; skip zeroes it. The next call is the exact mean either way. */
-static void nonfinite_large_dense(const char *mode)
+/* Large layers, where the protocols check the input as they read it: the dense one at the
+ * owners of the chunks (PROTO_SCANS_AT_OWNER, 1 MiB and more), topk from its message (a NaN
+ * or Inf outranks every finite magnitude, PROTO_SCANS_INPUT), also on ef's p = g + e. A NaN
+ * near the end of the last rank's gradient and an Inf in rank 0's (with 3 ranks or more)
+ * fail the call on every rank, naming the lowest rank, with the buffer as it was; skip
+ * zeroes it. The next call then equals that of a communicator that never saw the bad one
+ * (and, dense, the exact mean). */
+static void nonfinite_large(const char *method, const char *mode)
 {
     enum { N = (1 << 18) + 5 };
-    char cfg[96];
-    snprintf(cfg, sizeof cfg, "compressor=none; nonfinite=%s", mode);
-    terse_comm_t *c = NULL;
-    int l = -1;
+    char cfg[160];
+    snprintf(cfg, sizeof cfg, "%s; min_size=0; nonfinite=%s", method, mode);
+    terse_comm_t *c = NULL, *clean = NULL;
+    int l = -1, lc = -1;
     EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, cfg, &c) == TERSE_OK, "%s", terse_last_error());
-    if (!c) return;
+    EXPECT(terse_comm_create_mpi(MPI_COMM_WORLD, cfg, &clean) == TERSE_OK, "%s", terse_last_error());
+    if (!c || !clean) return;
     EXPECT(terse_layer_add(c, "big", N, 1, NULL, &l) == TERSE_OK, "%s", terse_last_error());
-    float *x = malloc(N * sizeof *x), *keep = malloc(N * sizeof *keep);
+    EXPECT(terse_layer_add(clean, "big", N, 1, NULL, &lc) == TERSE_OK, "%s", terse_last_error());
+    float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y), *keep = malloc(N * sizeof *keep);
+    for (int i = 0; i < N; i++) x[i] = y[i] = (float)(i % 101) * 0.5f - (float)rank_;
+    EXPECT(terse_allreduce(c, l, x) == TERSE_OK && terse_allreduce(clean, lc, y) == TERSE_OK, "%s",
+           terse_last_error());
     for (int i = 0; i < N; i++) x[i] = (float)(i % 97) * 0.125f + (float)rank_;
     if (rank_ == nranks_ - 1) x[N - 2] = NAN;
     if (rank_ == 0 && nranks_ > 2) x[N / 2] = -INFINITY;
@@ -269,29 +277,34 @@ static void nonfinite_large_dense(const char *mode)
     if (strcmp(mode, "error") == 0) {
         char who[32];
         snprintf(who, sizeof who, "rank %d's", nranks_ > 2 ? 0 : nranks_ - 1);
-        EXPECT(s == TERSE_ERR_NONFINITE && strstr(terse_last_error(), who), "large dense, error: %d %s", s,
+        EXPECT(s == TERSE_ERR_NONFINITE && strstr(terse_last_error(), who), "large %s, error: %d %s", method, s,
                terse_last_error());
-        EXPECT(memcmp(keep, x, N * sizeof *x) == 0, "large dense: the buffer is as it was");
+        EXPECT(memcmp(keep, x, N * sizeof *x) == 0, "large %s: the buffer is as it was", method);
     } else {
         int zero = 1;
         for (int i = 0; i < N; i++) zero &= x[i] == 0.0f;
         terse_stats_t st;
         terse_layer_stats(c, l, &st);
-        EXPECT(s == TERSE_OK && zero && st.skipped == 1, "large dense, skip: %d, zeroed %d, skipped %llu", s, zero,
-               (unsigned long long)st.skipped);
+        EXPECT(s == TERSE_OK && zero && st.skipped == 1, "large %s, skip: %d, zeroed %d, skipped %llu", method, s,
+               zero, (unsigned long long)st.skipped);
     }
-    for (int i = 0; i < N; i++) x[i] = (float)(i % 89) * 0.25f - (float)rank_;
-    EXPECT(terse_allreduce(c, l, x) == TERSE_OK, "%s", terse_last_error());
+    for (int i = 0; i < N; i++) x[i] = y[i] = (float)(i % 89) * 0.25f - (float)rank_;
+    EXPECT(terse_allreduce(c, l, x) == TERSE_OK && terse_allreduce(clean, lc, y) == TERSE_OK, "%s",
+           terse_last_error());
+    EXPECT(memcmp(x, y, N * sizeof *x) == 0, "large %s, %s: the state is as if the bad call never happened",
+           method, mode);
     int exact = 1;
-    for (int i = 0; i < N; i++) {
+    for (int i = 0; i < N && strcmp(method, "compressor=none") == 0; i++) {
         float sum = 0.0f;
         for (int r = 0; r < nranks_; r++) sum += (float)(i % 89) * 0.25f - (float)r;
         exact &= x[i] == sum / (float)nranks_;
     }
-    EXPECT(exact, "large dense, %s: the next call is the exact mean", mode);
+    EXPECT(exact, "large %s, %s: the next call is the exact mean", method, mode);
     free(x);
+    free(y);
     free(keep);
     terse_comm_destroy(c);
+    terse_comm_destroy(clean);
 }
 
 /* terse_set_learning_rate: its arguments, and ef's inside form at gamma = 1 is the outside
@@ -375,8 +388,12 @@ int main(int argc, char **argv)
         nonfinite("error", methods[m], m == 1 ? 3 : 6, m == 1 ? 2 : 1);
         nonfinite("skip", methods[m], m == 1 ? 3 : 6, m == 1 ? 2 : 1);
     }
-    nonfinite_large_dense("error");
-    nonfinite_large_dense("skip");
+    static const char *const large[] = {"compressor=none", "compressor=topk:density=0.01; feedback=ef",
+                                        "compressor=topk:density=0.01"};
+    for (int m = 0; m < 3; m++) {
+        nonfinite_large(large[m], "error");
+        nonfinite_large(large[m], "skip");
+    }
     learning_rate();
     device_buffers();
     /* a communicator left alive across MPI_Finalize */
