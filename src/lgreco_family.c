@@ -14,8 +14,9 @@
  * RandK's error is its expectation: (1 - k/n) ||A||^2, or (n/k - 1) ||A||^2 unbiased; QSGD's
  * too, from each bucket's range (see qsgd_errors).
  * PowerSGD's: block power iteration with the largest candidate rank R gives an orthonormal
- * P (rows x R) and Q = A^T P; the squared singular values s_1 >= s_2 >= ... of Q give the
- * error of the best rank-r approximation inside that subspace, sqrt(||A||^2 - s_1 - .. - s_r). */
+ * P (rows x R) and Q = A^T P (or, for a tall layer, an orthonormal Q and P = A Q); the
+ * squared singular values s_1 >= s_2 >= ... of Q (of P) give the error of the best rank-r
+ * approximation inside that subspace, sqrt(||A||^2 - s_1 - .. - s_r). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -313,6 +314,31 @@ static void jacobi_eigenvalues(double *S, size_t r, double *ev)
     qsort(ev, r, sizeof *ev, desc_double);
 }
 
+/* S = L^T L for the len x R row-major L, in double, rows in increasing order. */
+static void gram(const float *L, size_t len, size_t R, double *S)
+{
+    memset(S, 0, R * R * sizeof *S);
+    for (size_t t = 0; t < len; t++) {
+        const float *row = L + t * R;
+        for (size_t i = 0; i < R; i++)
+            for (size_t j = i; j < R; j++) S[i * R + j] += (double)row[i] * (double)row[j];
+    }
+    for (size_t i = 0; i < R; i++)
+        for (size_t j = 0; j < i; j++) S[i * R + j] = S[j * R + i];
+}
+
+/* Block power iteration with the largest candidate rank R on the short side of A (P, rows x
+ * R, when rows <= cols; for a taller A the same on A^T with Q): P starts as standard normals
+ * and each of LGRECO_POWER_ITERS iterations takes P <- orth(A (A^T P)); then Q = A^T P, and
+ * the eigenvalues of Q^T Q are the squared singular values of P^T A. The reference's loop
+ * (ALGORITHMS.md §9.2) starts from a random q on the long side and orthonormalises both
+ * factors; orthonormalising a factor changes its basis, not its span, so in exact arithmetic
+ * only the short one needs it, and this loop spans the subspace of (A A^T)^5 P, against
+ * about (A A^T)^4.5 for the reference's five iterations. The short factor is orthonormalised
+ * twice per iteration: A A^T P scales its columns by the squared singular values, and the
+ * second pass of Gram-Schmidt restores orthogonality to rounding. The long factor, which
+ * held most of the reference's cost (its random start, its Gram-Schmidt), is only ever a
+ * product. */
 static terse_status_t powersgd_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n,
                                       size_t rows, size_t cols, const float *A, double *errors)
 {
@@ -329,21 +355,25 @@ static terse_status_t powersgd_errors(const codec_ops_t *codec, double (*prm)[TE
         return terse_error(TERSE_ERR_NOMEM, "lgreco: out of memory for rank-%zu factors", R);
     }
     /* the codec's own products (powersgd.h): deterministic, vectorised, one pass over A each */
-    powersgd_random(0x6c677265636fULL, cols, R, Q);
-    for (int it = 0; it < LGRECO_POWER_ITERS; it++) {
-        powersgd_orthogonalize(Q, cols, R);
-        powersgd_mul(A, rows, cols, Q, R, P, acc);
-        powersgd_orthogonalize(P, rows, R);
-        powersgd_mul_t(A, rows, cols, P, R, Q, acc);
+    const int wide = rows <= cols;
+    float *shrt = wide ? P : Q, *lng = wide ? Q : P;
+    const size_t slen = wide ? rows : cols, llen = wide ? cols : rows;
+    powersgd_random(0x6c677265636fULL, slen, R, shrt);
+    for (int it = 0; it <= LGRECO_POWER_ITERS; it++) {
+        powersgd_orthogonalize(shrt, slen, R);
+        if (it > 0) powersgd_orthogonalize(shrt, slen, R);
+        if (wide)
+            powersgd_mul_t(A, rows, cols, P, R, Q, acc);
+        else
+            powersgd_mul(A, rows, cols, Q, R, P, acc);
+        if (it == LGRECO_POWER_ITERS) break;
+        if (wide)
+            powersgd_mul(A, rows, cols, Q, R, P, acc);
+        else
+            powersgd_mul_t(A, rows, cols, P, R, Q, acc);
     }
     free(acc);
-    /* S = Q^T Q: its eigenvalues are the squared singular values of P^T A */
-    for (size_t i = 0; i < R; i++)
-        for (size_t j = 0; j < R; j++) {
-            double s = 0.0;
-            for (size_t t = 0; t < cols; t++) s += (double)Q[t * R + i] * (double)Q[t * R + j];
-            S[i * R + j] = s;
-        }
+    gram(lng, llen, R, S);
     jacobi_eigenvalues(S, R, ev);
     const double total = sum_squares(A, rows * cols);
     for (size_t c = 0; c < n; c++) {

@@ -122,32 +122,43 @@ START_TEST(lgreco_topk_error_matches_the_codec)
 END_TEST
 
 /* PowerSGD: A = U diag(s) V^T with orthonormal U, V built from rotations; the error of
- * rank r is sqrt(sum_{i > r} s_i^2), and the size is 4 r (rows + cols). */
+ * rank r is sqrt(sum_{i > r} s_i^2), and the size is 4 r (rows + cols). Tall and wide (the
+ * iteration runs on the short side), at scale 1 and 1e-4 (the squared singular values of
+ * the small one come near the Gram-Schmidt guard, POWERSGD_EPS). */
 START_TEST(lgreco_powersgd_error_is_the_truncation_error)
 {
     enum { R = 40, C = 30, K = 6 };
     static const double s[K] = {10, 6, 3, 1.5, 0.5, 0.1};
-    terse_config_t cfg;
-    lgreco_layer_t lg;
-    layer("compressor=powersgd:rank=3", R, C, &cfg, &lg, NULL);
-    /* columns of U and V: disjoint supports make them orthonormal without arithmetic error */
-    static float A[R * C];
-    memset(A, 0, sizeof A);
-    for (size_t k = 0; k < K; k++) {
-        /* u_k spreads over rows 6k..6k+5, v_k over cols 5k..5k+4, both with equal entries */
-        for (size_t i = 6 * k; i < 6 * k + 6; i++)
-            for (size_t j = 5 * k; j < 5 * k + 5; j++) A[i * C + j] = (float)(s[k] / sqrt(6.0 * 5.0));
-    }
-    double sizes[LGRECO_MAX_CANDIDATES], errors[LGRECO_MAX_CANDIDATES];
-    ck_assert_int_eq(lgreco_measure(&lg, &codec_powersgd_ops, cfg.compressor.p, R, C, A, sizes, errors), TERSE_OK);
-    for (size_t c = 0; c < lg.n_cand; c++) {
-        size_t r = (size_t)lg.cand[c];
-        double want = 0;
-        for (size_t i = r; i < K; i++) want += s[i] * s[i];
-        want = sqrt(want);
-        ck_assert(sizes[c] == 4.0 * (double)r * (R + C));
-        ck_assert_msg(fabs(errors[c] - want) < 1e-3 * s[0], "rank %zu: %g vs %g", r, errors[c], want);
-    }
+    for (int wide = 0; wide < 2; wide++)
+        for (int sc = 0; sc < 2; sc++) {
+            const double scale = sc ? 1e-4 : 1.0;
+            const size_t rows = wide ? C : R, cols = wide ? R : C;
+            terse_config_t cfg;
+            lgreco_layer_t lg;
+            layer("compressor=powersgd:rank=3", rows, cols, &cfg, &lg, NULL);
+            /* columns of U and V: disjoint supports make them orthonormal without arithmetic
+             * error; u_k spreads over 6 rows (wide: 5), v_k over 5 columns (wide: 6), all
+             * entries equal */
+            static float A[R * C];
+            memset(A, 0, sizeof A);
+            const size_t ur = wide ? 5 : 6, vc = wide ? 6 : 5;
+            for (size_t k = 0; k < K; k++)
+                for (size_t i = ur * k; i < ur * k + ur; i++)
+                    for (size_t j = vc * k; j < vc * k + vc; j++)
+                        A[i * cols + j] = (float)(scale * s[k] / sqrt(6.0 * 5.0));
+            double sizes[LGRECO_MAX_CANDIDATES], errors[LGRECO_MAX_CANDIDATES];
+            ck_assert_int_eq(lgreco_measure(&lg, &codec_powersgd_ops, cfg.compressor.p, rows, cols, A, sizes, errors),
+                             TERSE_OK);
+            for (size_t c = 0; c < lg.n_cand; c++) {
+                size_t r = (size_t)lg.cand[c];
+                double want = 0;
+                for (size_t i = r; i < K; i++) want += s[i] * s[i];
+                want = scale * sqrt(want);
+                ck_assert(sizes[c] == 4.0 * (double)r * (R + C));
+                ck_assert_msg(fabs(errors[c] - want) < 1e-3 * scale * s[0], "%s, scale %g, rank %zu: %g vs %g",
+                              wide ? "wide" : "tall", scale, r, errors[c], want);
+            }
+        }
 }
 END_TEST
 
