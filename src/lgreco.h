@@ -23,7 +23,8 @@ enum { LGRECO_PERIOD, LGRECO_WINDOW, LGRECO_ALPHA, LGRECO_LO, LGRECO_HI, LGRECO_
 
 /* The most candidates a layer has: a longer integer range is thinned geometrically. */
 #define LGRECO_MAX_CANDIDATES 32
-/* Power iterations behind a low-rank error estimate (the reference's error_method_iter). */
+/* Power iterations behind a low-rank error estimate (the reference's error_method_iter;
+ * here each is P <- orth(A A^T P) on the short side, src/lgreco_family.c). */
 #define LGRECO_POWER_ITERS 5
 
 typedef struct lgreco_family lgreco_family_t;
