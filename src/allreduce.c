@@ -128,6 +128,14 @@ terse_status_t engine_agree(terse_comm_t *c, transport_t *tp, uint64_t *headers,
     return TERSE_OK;
 }
 
+/* Whether the layer's non-finite check may have looked at p = g + e instead of g: topk's
+ * residual path (engine_begin, engine_flat). */
+static int scans_p(const layer_t *l)
+{
+    return !l->dense && !l->lg && l->proto == &protocol_sparse_allgather && l->fb->plain_residual &&
+           l->fb->plain_residual(l->cfg.feedback.p);
+}
+
 terse_status_t engine_nonfinite(terse_comm_t *c, int layer, float *buf, int rank, int *skip)
 {
     layer_t *l = &c->layers[layer];
@@ -138,9 +146,11 @@ terse_status_t engine_nonfinite(terse_comm_t *c, int layer, float *buf, int rank
         return TERSE_OK;
     }
     return terse_error(TERSE_ERR_NONFINITE,
-                       "layer %d ('%s'): rank %d's gradient holds a NaN or Inf; the call was "
+                       "layer %d ('%s'): rank %d's gradient holds a NaN or Inf%s; the call was "
                        "abandoned on every rank and the state is unchanged (nonfinite=skip "
-                       "skips such steps instead)", layer, l->name, rank);
+                       "skips such steps instead)", layer, l->name, rank,
+                       scans_p(l) ? " (or, with feedback=ef on topk, its sum with the error does: an "
+                                               "overflow, or a non-finite error loaded from a state file)" : "");
 }
 
 static void call_init(proto_call_t *call, terse_comm_t *c, int layer, transport_t *tp,
