@@ -84,19 +84,17 @@ static dense_ws_t dense_layout(const proto_call_t *c)
     size_t chunk = c->count / (size_t)n + 1;
     unsigned char *p = c->ws;
     dense_ws_t w;
+    w.own = NULL;
+    w.verdict = NULL;
     if (is_raw(c->codec)) {
         w.send = (unsigned char *)(uintptr_t)c->in;
         w.gath = (unsigned char *)c->out;
         w.acc = c->out + protocol_chunk_begin(c->count, n, c->tp->rank);
-        w.own = NULL;
-        w.verdict = NULL;
         if (scans_at_owner(c->count)) {
             w.own = (float *)p; p += align64(chunk * 4);
             w.verdict = (uint64_t *)p; p += align64((size_t)n * 8);
         }
     } else {
-        w.own = NULL;
-        w.verdict = NULL;
         w.send = p; p += align64(total);
         w.gath = p; p += align64(total);
         w.acc = (float *)p; p += align64(chunk * 4);

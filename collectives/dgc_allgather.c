@@ -40,15 +40,12 @@ static size_t align64(size_t b) { return (b + 63) & ~(size_t)63; }
 
 static size_t msg_bytes(const double *prm, size_t count) { return 4 + 8 * dgc_max_selects(prm, count); }
 
-/* one bit per element: which ones decode has divided already */
-static size_t bitmap_bytes(size_t count) { return sparse_sum_bitmap_bytes(count); }
-
 /* Workspace, sparsified: the bitmap | one message slot per rank (msg_bytes apart) | counts,
  * displacements. Dense: the dense protocol's workspace for count floats. */
 static size_t dgc_workspace(const proto_shape_t *s)
 {
     if (!dgc_sparsifies(s->prm, s->rows, s->cols)) return protocol_dense_floats_workspace(s->count, s->nranks);
-    return bitmap_bytes(s->count) + align64((size_t)s->nranks * msg_bytes(s->prm, s->count)) +
+    return sparse_sum_bitmap_bytes(s->count) + align64((size_t)s->nranks * msg_bytes(s->prm, s->count)) +
            align64(2 * (size_t)s->nranks * sizeof(size_t));
 }
 
@@ -60,7 +57,7 @@ static size_t dgc_state_floats(const proto_shape_t *s)
 static uint64_t *ws_bitmap(const proto_call_t *c) { return c->ws; }
 static unsigned char *slot(const proto_call_t *c, int r)
 {
-    return (unsigned char *)c->ws + bitmap_bytes(c->count) + (size_t)r * msg_bytes(c->prm, c->count);
+    return (unsigned char *)c->ws + sparse_sum_bitmap_bytes(c->count) + (size_t)r * msg_bytes(c->prm, c->count);
 }
 static size_t *slot_counts(const proto_call_t *c)
 {
@@ -112,13 +109,6 @@ static terse_status_t sparse_exchange(proto_call_t *c)
     return c->tp->ops->allgatherv(c->tp, NULL, slot(c, 0), counts, displs);
 }
 
-/* The indices of rank r's message (checked) and their number. */
-static const uint32_t *msg_indices(const proto_call_t *c, int r, uint32_t *k)
-{
-    memcpy(k, slot(c, r), 4);
-    return (const uint32_t *)(slot(c, r) + 4);
-}
-
 static terse_status_t sparse_decode(proto_call_t *c)
 {
     const int n = c->tp->size;
@@ -134,8 +124,8 @@ static terse_status_t sparse_decode(proto_call_t *c)
     /* momentum factor masking in the next state: what was sent starts over in velocity and
      * momentum; the engine puts the next state in force after this */
     float *restrict u1 = c->state_next, *restrict v1 = c->state_next + count;
-    uint32_t k;
-    const uint32_t *idx = msg_indices(c, c->tp->rank, &k);
+    const uint32_t *idx;
+    const uint32_t k = sparse_view(slot(c, c->tp->rank), &idx, NULL);
     for (uint32_t j = 0; j < k; j++) {
         u1[idx[j]] = 0.0f;
         v1[idx[j]] = 0.0f;

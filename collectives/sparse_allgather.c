@@ -55,10 +55,9 @@ static unsigned char *slot(const proto_call_t *c, int r)
  * the message holds one exactly when `in` does. k = 0 (count 0) has nothing to look at. */
 static int has_nonfinite(const proto_call_t *c, const unsigned char *msg)
 {
-    uint32_t k;
-    memcpy(&k, msg, 4);
-    if (k == 0) return protocol_has_nonfinite(c->in, c->count);
-    return protocol_has_nonfinite((const float *)(msg + 4 + 4 * (size_t)k), k);
+    const float *val;
+    const uint32_t k = sparse_view(msg, NULL, &val);
+    return k == 0 ? protocol_has_nonfinite(c->in, c->count) : protocol_has_nonfinite(val, k);
 }
 
 static terse_status_t sparse_encode(proto_call_t *c)

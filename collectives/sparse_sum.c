@@ -10,23 +10,17 @@ size_t sparse_sum_bitmap_bytes(size_t count)
     return ((count + 63) / 64 * sizeof(uint64_t) + 63) & ~(size_t)63;
 }
 
-static const uint32_t *msg_indices(const unsigned char *msg, uint32_t *k)
-{
-    memcpy(k, msg, 4);
-    return (const uint32_t *)(msg + 4);
-}
-
 /* out /= n on the entries some message touches, each once: clear their bits, then divide at
  * the first visit and set the bit. */
 static void divide_touched(const unsigned char *base, size_t stride, int n, uint64_t *bits, float *out)
 {
-    uint32_t k;
+    const uint32_t *idx;
     for (int r = 0; r < n; r++) {
-        const uint32_t *idx = msg_indices(base + (size_t)r * stride, &k);
+        const uint32_t k = sparse_view(base + (size_t)r * stride, &idx, NULL);
         for (uint32_t j = 0; j < k; j++) bits[idx[j] >> 6] &= ~((uint64_t)1 << (idx[j] & 63));
     }
     for (int r = 0; r < n; r++) {
-        const uint32_t *idx = msg_indices(base + (size_t)r * stride, &k);
+        const uint32_t k = sparse_view(base + (size_t)r * stride, &idx, NULL);
         for (uint32_t j = 0; j < k; j++) {
             uint64_t *w = &bits[idx[j] >> 6];
             const uint64_t bit = (uint64_t)1 << (idx[j] & 63);

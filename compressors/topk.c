@@ -376,10 +376,9 @@ static size_t topk_encode(const double *p, const codec_ctx_t *ctx, const float *
 terse_status_t sparse_check(const void *msg, size_t bytes, size_t count)
 {
     if (bytes < 4) return TERSE_ERR_MISMATCH;
-    uint32_t k;
-    memcpy(&k, msg, 4);
+    const uint32_t *idx;
+    const uint32_t k = sparse_view(msg, &idx, NULL);
     if ((size_t)k > count || bytes != 4 + 8 * (size_t)k) return TERSE_ERR_MISMATCH;
-    const uint32_t *idx = (const uint32_t *)((const unsigned char *)msg + 4);
     for (size_t j = 0; j < k; j++)
         if (idx[j] >= count || (j > 0 && idx[j] <= idx[j - 1])) return TERSE_ERR_MISMATCH;
     return TERSE_OK;
@@ -387,11 +386,9 @@ terse_status_t sparse_check(const void *msg, size_t bytes, size_t count)
 
 void sparse_add(const void *restrict msg, float *restrict out)
 {
-    uint32_t k;
-    memcpy(&k, msg, 4);
-    const unsigned char *b = msg;
-    const uint32_t *idx = (const uint32_t *)(b + 4);
-    const float *val = (const float *)(b + 4 + 4 * (size_t)k);
+    const uint32_t *idx;
+    const float *val;
+    const uint32_t k = sparse_view(msg, &idx, &val);
     /* At low density each add lands on a cache line of its own: fetching the line 128
      * entries ahead overlaps the misses instead of taking them one after another (on
      * 64 MiB, about twice as fast) */
@@ -407,11 +404,9 @@ void sparse_add(const void *restrict msg, float *restrict out)
 
 void sparse_subtract(const void *restrict msg, float *restrict p)
 {
-    uint32_t k;
-    memcpy(&k, msg, 4);
-    const unsigned char *b = msg;
-    const uint32_t *idx = (const uint32_t *)(b + 4);
-    const float *val = (const float *)(b + 4 + 4 * (size_t)k);
+    const uint32_t *idx;
+    const float *val;
+    const uint32_t k = sparse_view(msg, &idx, &val);
     for (size_t j = 0; j < k; j++) p[idx[j]] -= 0.0f + val[j];
 }
 

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "codec.h"
 #include "error.h"
@@ -72,6 +73,18 @@ SIMD_AVX2_FN static inline size_t topk_compact8_avx2(const float *restrict v, si
     return topk_compact8_reg_avx2(_mm256_loadu_ps(v + at), at, hit, idx, val);
 }
 #endif
+
+/* The parts of a sparse message (uint32 k | uint32 idx[k] | float val[k]): returns k and
+ * points idx and val (either may be NULL) into msg. */
+static inline uint32_t sparse_view(const void *msg, const uint32_t **idx, const float **val)
+{
+    uint32_t k;
+    memcpy(&k, msg, 4);
+    const unsigned char *b = msg;
+    if (idx) *idx = (const uint32_t *)(b + 4);
+    if (val) *val = (const float *)(b + 4 + 4 * (size_t)k);
+    return k;
+}
 
 /* Whether a sparse message of `bytes` bytes (uint32 k | uint32 idx[k] | float val[k]) is
  * well formed for count elements: its size is 4 + 8 k and its indices strictly increase and

@@ -128,12 +128,16 @@ terse_status_t engine_agree(terse_comm_t *c, transport_t *tp, uint64_t *headers,
     return TERSE_OK;
 }
 
-/* Whether the layer's non-finite check may have looked at p = g + e instead of g: topk's
- * residual path (engine_begin, engine_flat). */
-static int scans_p(const layer_t *l)
+/* Whether the layer's compressed calls take the residual path: a plainly residual method
+ * (ef: e = p - delta, out = agg) on a protocol that can leave p - delta in p and write out.
+ * Not with L-GreCo, which observes p. engine_flat's non-finite check then looks at
+ * p = g + e instead of g. */
+static int layer_residual(const layer_t *l)
 {
-    return !l->dense && !l->lg && l->proto == &protocol_sparse_allgather && l->fb->plain_residual &&
-           l->fb->plain_residual(l->cfg.feedback.p);
+    const unsigned both = PROTO_RESIDUAL_IN_PLACE | PROTO_OUT_IN_PLACE;
+    return !l->dense && !l->lg && l->fb->plain_residual && l->fb->plain_residual(l->cfg.feedback.p) &&
+           l->fb_floats == l->count && l->proto->shortcuts &&
+           (l->proto->shortcuts(l->codec, layer_params(l), l->rows, l->cols) & both) == both;
 }
 
 terse_status_t engine_nonfinite(terse_comm_t *c, int layer, float *buf, int rank, int *skip)
@@ -149,7 +153,7 @@ terse_status_t engine_nonfinite(terse_comm_t *c, int layer, float *buf, int rank
                        "layer %d ('%s'): rank %d's gradient holds a NaN or Inf%s; the call was "
                        "abandoned on every rank and the state is unchanged (nonfinite=skip "
                        "skips such steps instead)", layer, l->name, rank,
-                       scans_p(l) ? " (or, with feedback=ef on topk, its sum with the error does: an "
+                       layer_residual(l) ? " (or, with feedback=ef on topk, its sum with the error does: an "
                                                "overflow, or a non-finite error loaded from a state file)" : "");
 }
 
@@ -219,12 +223,9 @@ void engine_begin(engine_side_t *s, terse_comm_t *c, int layer, transport_t *tp,
      * p, possibly out itself, after decode) */
     const int no_update = fb_none || s->bypass || l->dense;
     if (no_update && !l->lg && (s->shortcuts & PROTO_OUT_IN_PLACE)) s->call.out = out;
-    /* a compressed call through a plainly residual method (ef: e = p - delta, out = agg) on
-     * a protocol that can leave p - delta in p and write out: no update pass at all; finish
-     * makes p the state by swapping the buffers (not with L-GreCo, which observes p) */
-    const unsigned both = PROTO_RESIDUAL_IN_PLACE | PROTO_OUT_IN_PLACE;
-    s->residual = !no_update && !s->uncompressed && !l->lg && (s->shortcuts & both) == both &&
-                  l->fb->plain_residual && l->fb->plain_residual(l->cfg.feedback.p) && l->fb_floats == l->count;
+    /* a compressed call on the residual path: no update pass at all; finish makes p the
+     * state by swapping the buffers */
+    s->residual = !s->uncompressed && layer_residual(l);
     if (s->residual) {
         s->call.residual = l->p;
         s->call.delta = NULL;
