@@ -30,6 +30,20 @@ packages=(build-essential meson ninja-build pkg-config libopenmpi-dev openmpi-bi
 
 log() { printf '==> %s\n' "$*" >&2; }
 
+# Runs a command with its output kept aside; when it fails, shows the output's end (the
+# compiler's error) on stderr and returns its status.
+quiet() {
+    local out rc=0
+    out=$(mktemp)
+    "$@" >"$out" 2>&1 || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        echo "dev.sh: '$*' failed (exit $rc); its output ends with:" >&2
+        tail -n 80 "$out" >&2
+    fi
+    rm -f "$out"
+    return "$rc"
+}
+
 # CUDA and NCCL are not Debian packages: where the toolkit is installed (TERSE_GPU_PREFIX,
 # default /usr/local/cuda), put nvcc on the PATH so that meson's -Dcuda=auto and -Dnccl=auto
 # find them and build the GPU code (its tests skip on a machine without a GPU). The builds
@@ -67,10 +81,10 @@ do_build() {
     install_deps
     if [ ! -f "$build/build.ninja" ]; then
         log "configuring $build/"
-        meson setup "$build" -Dgpu_prefix="$gpu_prefix" >/dev/null
+        quiet meson setup "$build" -Dgpu_prefix="$gpu_prefix"
     fi
     log "building"
-    ninja -C "$build" >/dev/null
+    quiet ninja -C "$build"
 }
 
 data_dir() {
@@ -121,10 +135,10 @@ do_sanitize() {
     local sbuild=build-sanitize
     if [ ! -f "$sbuild/build.ninja" ]; then
         log "configuring $sbuild/ (address, undefined)"
-        meson setup "$sbuild" "${no_gpu[@]}" -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+        quiet meson setup "$sbuild" "${no_gpu[@]}" -Db_sanitize=address,undefined -Db_lundef=false
     fi
     log "building with sanitizers"
-    ninja -C "$sbuild" >/dev/null
+    quiet ninja -C "$sbuild"
     mpi_env
     export ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     log "running the C suites under the sanitizers"
@@ -133,10 +147,10 @@ do_sanitize() {
     local vbuild=build-valgrind
     if [ ! -f "$vbuild/build.ninja" ]; then
         log "configuring $vbuild/ (debugoptimized, for valgrind)"
-        meson setup "$vbuild" "${no_gpu[@]}" --buildtype=debugoptimized >/dev/null
+        quiet meson setup "$vbuild" "${no_gpu[@]}" --buildtype=debugoptimized
     fi
     log "building for valgrind"
-    ninja -C "$vbuild" >/dev/null
+    quiet ninja -C "$vbuild"
     log "running the multi-rank tests under valgrind memcheck (about 10 minutes)"
     "$here/tools/valgrind.sh" "$vbuild"
 }
@@ -153,11 +167,11 @@ fuzz_build() {
     install_deps || return 1
     if [ ! -f "$fuzz_build_dir/build.ninja" ]; then
         log "configuring $fuzz_build_dir/ (clang, libFuzzer, address, undefined)"
-        CC=clang meson setup "$fuzz_build_dir" "${no_gpu[@]}" -Dfuzz=true -Dtests=false --buildtype=debugoptimized \
-            -Db_ndebug=false -Db_sanitize=address,undefined -Db_lundef=false >/dev/null || return 1
+        CC=clang quiet meson setup "$fuzz_build_dir" "${no_gpu[@]}" -Dfuzz=true -Dtests=false --buildtype=debugoptimized \
+            -Db_ndebug=false -Db_sanitize=address,undefined -Db_lundef=false || return 1
     fi
     log "building the fuzz targets"
-    ninja -C "$fuzz_build_dir" "${fuzz_targets[@]/#/tests/fuzz/fuzz_}" >/dev/null || return 1
+    quiet ninja -C "$fuzz_build_dir" "${fuzz_targets[@]/#/tests/fuzz/fuzz_}" || return 1
 }
 
 # Runs target $1 for $2 seconds on its working corpus build-fuzz/corpus/$1 (seeded from

@@ -80,7 +80,7 @@ static inline uint32_t sparse_view(const void *msg, const uint32_t **idx, const 
 {
     uint32_t k;
     memcpy(&k, msg, 4);
-    const unsigned char *b = msg;
+    const unsigned char *b = (const unsigned char *)msg;
     if (idx) *idx = (const uint32_t *)(b + 4);
     if (val) *val = (const float *)(b + 4 + 4 * (size_t)k);
     return k;
