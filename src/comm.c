@@ -184,6 +184,7 @@ terse_status_t terse_comm_destroy(terse_comm_t *c)
     free(c->headers);
     free(c->lg.msg);
     free(c->lg.choice);
+    free(c->lg.work);
     hier_destroy(c);
     pool_destroy(c->pool);
     c->tp.ops->destroy(&c->tp);

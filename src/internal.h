@@ -74,6 +74,9 @@ typedef struct {
     double *msg;                   /* the broadcast plan: 1 + adapted layers                 */
     size_t *choice;
     size_t n_adapted;
+    void *work;                    /* rank 0: lgreco_measure's scratch for the largest
+                                      adapted layer, sized and touched at registration      */
+    size_t work_bytes;
 } lgreco_comm_t;
 
 /* The communicator's node grouping (src/hier_comm.c). The layout is known in every mode,

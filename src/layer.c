@@ -149,7 +149,23 @@ static terse_status_t layer_add(terse_comm_t *c, const char *name, size_t rows, 
         if (msg) c->lg.msg = msg;
         size_t *ch = realloc(c->lg.choice, (c->lg.n_adapted + 2) * sizeof *ch);
         if (ch) c->lg.choice = ch;
-        if (!l.lg || (c->tp.rank == 0 && !l.lg->acc) || !msg || !ch) {
+        int work_ok = 1;
+        if (c->tp.rank == 0) {
+            /* the decision's scratch, touched now so that a decision neither allocates nor
+             * takes page faults */
+            const size_t wb = lgreco_work_bytes(&lg, codec, prm, rows, cols);
+            if (wb > c->lg.work_bytes) {
+                void *w = malloc(wb);
+                if (w) {
+                    memset(w, 0, wb);
+                    free(c->lg.work);
+                    c->lg.work = w;
+                    c->lg.work_bytes = wb;
+                }
+                work_ok = w != NULL;
+            }
+        }
+        if (!l.lg || (c->tp.rank == 0 && !l.lg->acc) || !msg || !ch || !work_ok) {
             layer_free(&l);
             return terse_error(TERSE_ERR_NOMEM, "terse_layer_add: out of memory for layer '%s''s plan", l.name);
         }

@@ -135,14 +135,10 @@ static int decide(terse_comm_t *c, size_t *choice, char *why, size_t why_len)
         layer_t *l = &c->layers[i];
         lgreco_layer_t *lg = l->lg;
         if (!lg || !lg->acc_calls) continue;
-        /* the window's mean, in place: the sum is not needed again */
-        const float inv = 1.0f / (float)lg->acc_calls;
-        for (size_t k = 0; k < l->count; k++) lg->acc[k] *= inv;
+        /* on the window's mean: the sum, its errors scaled */
         double *s = sizes + row * width, *e = errors + row * width;
-        if (lgreco_measure(lg, l->codec, l->cfg.compressor.p, l->rows, l->cols, lg->acc, s, e) != TERSE_OK) {
-            snprintf(why, why_len, "layer %zu ('%s'): %s", i, l->name, terse_last_error());
-            goto done;
-        }
+        lgreco_measure(lg, l->codec, l->cfg.compressor.p, l->rows, l->cols, lg->acc, 1.0 / (double)lg->acc_calls,
+                       g->work, s, e);
         /* short rows repeat their last candidate: the solver's ties keep the lower index */
         for (size_t k = lg->n_cand; k < width; k++) s[k] = s[lg->n_cand - 1], e[k] = e[lg->n_cand - 1];
         budget += e[lg->uniform];

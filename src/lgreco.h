@@ -62,14 +62,18 @@ void lgreco_layer_init(lgreco_layer_t *lg, method_spec_t *compressor, const doub
 void lgreco_candidate_params(const lgreco_layer_t *lg, const double *base, size_t index,
                              double out[TERSE_MAX_PARAMS]);
 
-/* Measures every candidate on A (rows x cols, the mean of the window's message inputs):
- * sizes[c] = the exact bytes of a message with candidate c, errors[c] = ||A - C_c(A)||_F
- * (the truncation error of the best rank-r approximation found by LGRECO_POWER_ITERS
- * power iterations, for low rank; the expectation for randk). A candidate the layer cannot
- * use gets an infinite error. A non-finite A gives NaN errors. TERSE_ERR_NOMEM if the
- * temporaries cannot be allocated. */
-terse_status_t lgreco_measure(const lgreco_layer_t *lg, const codec_ops_t *codec,
-                              const double *base, size_t rows, size_t cols, const float *A,
-                              double *sizes, double *errors);
+/* The bytes of scratch lgreco_measure needs for this layer (base: its codec parameters). */
+size_t lgreco_work_bytes(const lgreco_layer_t *lg, const codec_ops_t *codec, const double *base, size_t rows,
+                         size_t cols);
+
+/* Measures every candidate on scale * A (A rows x cols: the window's message inputs summed,
+ * scale = 1 / their number gives the mean): sizes[c] = the exact bytes of a message with
+ * candidate c, errors[c] = ||scale A - C_c(scale A)||_F (the truncation error of the best
+ * rank-r approximation found by LGRECO_POWER_ITERS power iterations, for low rank; the
+ * expectation for randk and qsgd), computed on A and scaled, every error being positively
+ * homogeneous. A candidate the layer cannot use gets an infinite error; a non-finite A gives
+ * NaN errors. work: lgreco_work_bytes(lg, ...) bytes. Allocates nothing and cannot fail. */
+void lgreco_measure(const lgreco_layer_t *lg, const codec_ops_t *codec, const double *base, size_t rows,
+                    size_t cols, const float *A, double scale, void *work, double *sizes, double *errors);
 
 #endif

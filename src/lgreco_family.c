@@ -45,9 +45,13 @@ struct lgreco_family {
     /* Whether a layer of rows x cols with parameters p has the parameter at all (dgc sends
      * 1-D layers dense with momentum); NULL: always. */
     int (*applies)(const double *p, size_t rows, size_t cols);
-    /* errors[c] for the candidate parameter vectors prm[c]; TERSE_ERR_NOMEM on failure. */
-    terse_status_t (*errors)(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n,
-                             size_t rows, size_t cols, const float *A, double *errors);
+    /* The bytes of scratch `errors` needs for the candidate parameter vectors prm[c]; NULL:
+     * none. */
+    size_t (*work)(double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t rows, size_t cols);
+    /* errors[c] for the candidate parameter vectors prm[c], on A whose ||A||^2 is total
+     * (finite), with `work` bytes of scratch. */
+    void (*errors)(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t rows,
+                   size_t cols, const float *A, double total, void *work, double *errors);
 };
 
 /* ---- shared pieces ----------------------------------------------------------------------- */
@@ -83,24 +87,43 @@ static int desc_double(const void *a, const void *b)
     return (x < y) - (x > y);
 }
 
+/* Scratch is carved from one block in 64-byte pieces: `at` walks it (NULL only sizes). */
+#define WORK_ALIGN 64
+static size_t work_round(size_t bytes) { return (bytes + WORK_ALIGN - 1) / WORK_ALIGN * WORK_ALIGN; }
+static void *work_take(unsigned char **at, size_t bytes)
+{
+    void *p = *at;
+    *at += work_round(bytes);
+    return p;
+}
+
 static double codec_wire(const codec_ops_t *codec, const double *p, size_t rows, size_t cols)
 {
     return (double)codec->max_bytes(p, rows * cols);
 }
 
-/* ||A - TopK_k(A)|| for k = ks[c], from one selection of the k_max largest. */
-static terse_status_t sparse_errors(const size_t *ks, size_t n, const float *A, size_t count,
-                                    double *errors)
+static size_t max_k(const size_t *ks, size_t n)
 {
     size_t kmax = 0;
     for (size_t c = 0; c < n; c++) kmax = ks[c] > kmax ? ks[c] : kmax;
-    uint32_t *idx = malloc((kmax ? kmax : 1) * sizeof *idx), *tmp = malloc((kmax ? kmax : 1) * sizeof *tmp);
-    float *val = malloc((kmax ? kmax : 1) * sizeof *val);
-    double *sq = malloc((kmax + 1) * sizeof *sq);
-    if (!idx || !tmp || !val || !sq) {
-        free(idx), free(tmp), free(val), free(sq);
-        return terse_error(TERSE_ERR_NOMEM, "lgreco: out of memory for %zu selected entries", kmax);
-    }
+    return kmax;
+}
+
+/* The scratch of sparse_errors for up to kmax selected entries. */
+static size_t sparse_work(size_t kmax)
+{
+    return 3 * work_round((kmax ? kmax : 1) * sizeof(uint32_t)) + work_round((kmax + 1) * sizeof(double));
+}
+
+/* ||A - TopK_k(A)|| for k = ks[c], from one selection of the k_max largest. */
+static void sparse_errors(const size_t *ks, size_t n, const float *A, size_t count, double total,
+                          void *work, double *errors)
+{
+    const size_t kmax = max_k(ks, n), slots = kmax ? kmax : 1;
+    unsigned char *at = work;
+    uint32_t *idx = work_take(&at, slots * sizeof *idx), *tmp = work_take(&at, slots * sizeof *tmp);
+    float *val = work_take(&at, slots * sizeof *val);
+    double *sq = work_take(&at, (kmax + 1) * sizeof *sq);
     const size_t got = topk_select(A, count, kmax, idx, val);
     /* the selected magnitudes, largest first: their bits in idx (free once the values are
      * known), sorted through tmp */
@@ -122,14 +145,11 @@ static terse_status_t sparse_errors(const size_t *ks, size_t n, const float *A, 
         run += v;
     }
     sq[got] = run;
-    const double total = sum_squares(A, count);
     for (size_t c = 0; c < n; c++) {
         size_t k = ks[c] < got ? ks[c] : got;
         double rest = total - sq[k];
         errors[c] = sqrt(rest > 0.0 ? rest : 0.0);
     }
-    free(idx), free(tmp), free(val), free(sq);
-    return TERSE_OK;
 }
 
 /* ---- topk -------------------------------------------------------------------------------- */
@@ -138,13 +158,25 @@ enum { TOPK_DENSITY, TOPK_K };
 
 static int topk_param(const double *p) { return isnan(p[TOPK_K]) ? TOPK_DENSITY : TOPK_K; }
 
-static terse_status_t topk_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n,
-                                  size_t rows, size_t cols, const float *A, double *errors)
+static void topk_ks(double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t count, size_t *ks)
+{
+    for (size_t c = 0; c < n; c++) ks[c] = topk_k(prm[c], count);
+}
+
+static size_t topk_work(double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t rows, size_t cols)
+{
+    size_t ks[LGRECO_MAX_CANDIDATES] = {0};
+    topk_ks(prm, n, rows * cols, ks);
+    return sparse_work(max_k(ks, n));
+}
+
+static void topk_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t rows,
+                        size_t cols, const float *A, double total, void *work, double *errors)
 {
     (void)codec;
     size_t ks[LGRECO_MAX_CANDIDATES] = {0};
-    for (size_t c = 0; c < n; c++) ks[c] = topk_k(prm[c], rows * cols);
-    return sparse_errors(ks, n, A, rows * cols, errors);
+    topk_ks(prm, n, rows * cols, ks);
+    sparse_errors(ks, n, A, rows * cols, total, work, errors);
 }
 
 /* ---- dgc --------------------------------------------------------------------------------- */
@@ -158,18 +190,28 @@ static double dgc_wire(const codec_ops_t *codec, const double *p, size_t rows, s
     return 4.0 + 8.0 * (double)dgc_plan(rows * cols, p[DGC_DENSITY], p[DGC_SAMPLE]).num_selects;
 }
 
-static terse_status_t dgc_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n,
-                                 size_t rows, size_t cols, const float *A, double *errors)
+static void dgc_ks(double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t count, size_t *ks)
+{
+    for (size_t c = 0; c < n; c++) ks[c] = dgc_plan(count, prm[c][DGC_DENSITY], prm[c][DGC_SAMPLE]).num_selects;
+}
+
+static size_t dgc_work(double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t rows, size_t cols)
+{
+    size_t ks[LGRECO_MAX_CANDIDATES] = {0};
+    dgc_ks(prm, n, rows * cols, ks);
+    return sparse_work(max_k(ks, n));
+}
+
+static void dgc_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t rows,
+                       size_t cols, const float *A, double total, void *work, double *errors)
 {
     (void)codec;
     size_t ks[LGRECO_MAX_CANDIDATES] = {0};
-    for (size_t c = 0; c < n; c++)
-        ks[c] = dgc_plan(rows * cols, prm[c][DGC_DENSITY], prm[c][DGC_SAMPLE]).num_selects;
-    TERSE_CHECK(sparse_errors(ks, n, A, rows * cols, errors));
+    dgc_ks(prm, n, rows * cols, ks);
+    sparse_errors(ks, n, A, rows * cols, total, work, errors);
     /* a density of 1 would turn the layer into DGC's dense path, with another state */
     for (size_t c = 0; c < n; c++)
         if (!dgc_sparsifies(prm[c], rows, cols)) errors[c] = INFINITY;
-    return TERSE_OK;
 }
 
 /* ---- randk ------------------------------------------------------------------------------- */
@@ -183,18 +225,16 @@ static double randk_wire(const codec_ops_t *codec, const double *p, size_t rows,
     return 4.0 * (double)randk_k(p, rows * cols);
 }
 
-static terse_status_t randk_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n,
-                                   size_t rows, size_t cols, const float *A, double *errors)
+static void randk_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t rows,
+                         size_t cols, const float *A, double total, void *work, double *errors)
 {
-    (void)codec;
+    (void)codec, (void)A, (void)work;
     const size_t count = rows * cols;
-    const double total = sum_squares(A, count);
     for (size_t c = 0; c < n; c++) {
         const double f = (double)randk_k(prm[c], count) / (double)count;
         const double scale = prm[c][RANDK_UNBIASED] != 0.0 ? 1.0 / f - 1.0 : 1.0 - f;
         errors[c] = sqrt(scale * total);
     }
-    return TERSE_OK;
 }
 
 /* ---- qsgd -------------------------------------------------------------------------------- */
@@ -241,10 +281,10 @@ static double qsgd_bucket_error(const float *x, size_t m, float lo, float h, flo
  * in cache (the bucket size does not change). The buckets start at the layer's first
  * element; the dense protocol starts them at each owner's chunk, so on more than one rank a
  * few buckets differ. */
-static terse_status_t qsgd_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n,
-                                  size_t rows, size_t cols, const float *A, double *errors)
+static void qsgd_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t rows,
+                        size_t cols, const float *A, double total, void *work, double *errors)
 {
-    (void)codec;
+    (void)codec, (void)total, (void)work;
     const size_t count = rows * cols, bucket = (size_t)prm[0][QSGD_BUCKET];
     const int stochastic = prm[0][QSGD_STOCHASTIC] != 0.0;
     double sum[LGRECO_MAX_CANDIDATES] = {0};
@@ -266,7 +306,6 @@ static terse_status_t qsgd_errors(const codec_ops_t *codec, double (*prm)[TERSE_
         }
     }
     for (size_t c = 0; c < n; c++) errors[c] = sqrt(sum[c]);
-    return TERSE_OK;
 }
 
 /* ---- powersgd ---------------------------------------------------------------------------- */
@@ -339,21 +378,32 @@ static void gram(const float *L, size_t len, size_t R, double *S)
  * second pass of Gram-Schmidt restores orthogonality to rounding. The long factor, which
  * held most of the reference's cost (its random start, its Gram-Schmidt), is only ever a
  * product. */
-static terse_status_t powersgd_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n,
-                                      size_t rows, size_t cols, const float *A, double *errors)
+static size_t powersgd_max_rank(double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t rows, size_t cols)
 {
     size_t R = 0;
     for (size_t c = 0; c < n; c++) {
         size_t r = powersgd_rank(prm[c], rows, cols);
         R = r > R ? r : R;
     }
-    float *P = malloc((rows * R + 1) * sizeof *P), *Q = malloc((cols * R + 1) * sizeof *Q);
-    float *acc = malloc(powersgd_acc_floats(R) * sizeof *acc);
-    double *S = malloc((R * R + 1) * sizeof *S), *ev = malloc((R + 1) * sizeof *ev);
-    if (!P || !Q || !acc || !S || !ev) {
-        free(P), free(Q), free(acc), free(S), free(ev);
-        return terse_error(TERSE_ERR_NOMEM, "lgreco: out of memory for rank-%zu factors", R);
-    }
+    return R;
+}
+
+static size_t powersgd_work(double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t rows, size_t cols)
+{
+    const size_t R = powersgd_max_rank(prm, n, rows, cols);
+    return work_round((rows * R + 1) * sizeof(float)) + work_round((cols * R + 1) * sizeof(float)) +
+           work_round(powersgd_acc_floats(R) * sizeof(float)) + work_round((R * R + 1) * sizeof(double)) +
+           work_round((R + 1) * sizeof(double));
+}
+
+static void powersgd_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t rows,
+                            size_t cols, const float *A, double total, void *work, double *errors)
+{
+    const size_t R = powersgd_max_rank(prm, n, rows, cols);
+    unsigned char *at = work;
+    float *P = work_take(&at, (rows * R + 1) * sizeof *P), *Q = work_take(&at, (cols * R + 1) * sizeof *Q);
+    float *acc = work_take(&at, powersgd_acc_floats(R) * sizeof *acc);
+    double *S = work_take(&at, (R * R + 1) * sizeof *S), *ev = work_take(&at, (R + 1) * sizeof *ev);
     /* the codec's own products (powersgd.h): deterministic, vectorised, one pass over A each */
     const int wide = rows <= cols;
     float *shrt = wide ? P : Q, *lng = wide ? Q : P;
@@ -372,10 +422,8 @@ static terse_status_t powersgd_errors(const codec_ops_t *codec, double (*prm)[TE
         else
             powersgd_mul_t(A, rows, cols, P, R, Q, acc);
     }
-    free(acc);
     gram(lng, llen, R, S);
     jacobi_eigenvalues(S, R, ev);
-    const double total = sum_squares(A, rows * cols);
     for (size_t c = 0; c < n; c++) {
         const size_t r = powersgd_rank(prm[c], rows, cols);
         double rest = total;
@@ -384,18 +432,17 @@ static terse_status_t powersgd_errors(const codec_ops_t *codec, double (*prm)[TE
         /* a rank the layer cannot compress by min_rate would make it dense */
         if (codec->goes_dense && codec->goes_dense(prm[c], rows, cols)) errors[c] = INFINITY;
     }
-    free(P), free(Q), free(S), free(ev);
-    return TERSE_OK;
 }
 
 /* ---- the table ----------------------------------------------------------------------------- */
 
 static const lgreco_family_t families[] = {
-    {"powersgd", GRID_INTEGER, 1.0, 1024.0, 0, 1, powersgd_param, powersgd_wire, NULL, powersgd_errors},
-    {"topk", GRID_GEOMETRIC, 0.0, 1.0, 1, 0, topk_param, codec_wire, NULL, topk_errors},
-    {"dgc", GRID_GEOMETRIC, 0.0, 1.0, 1, 0, dgc_param, dgc_wire, dgc_sparsifies, dgc_errors},
-    {"randk", GRID_GEOMETRIC, 0.0, 1.0, 1, 0, randk_param, randk_wire, NULL, randk_errors},
-    {"qsgd", GRID_INTEGER, 1.0, 8.0, 0, 1, qsgd_param, codec_wire, NULL, qsgd_errors},
+    {"powersgd", GRID_INTEGER, 1.0, 1024.0, 0, 1, powersgd_param, powersgd_wire, NULL, powersgd_work,
+     powersgd_errors},
+    {"topk", GRID_GEOMETRIC, 0.0, 1.0, 1, 0, topk_param, codec_wire, NULL, topk_work, topk_errors},
+    {"dgc", GRID_GEOMETRIC, 0.0, 1.0, 1, 0, dgc_param, dgc_wire, dgc_sparsifies, dgc_work, dgc_errors},
+    {"randk", GRID_GEOMETRIC, 0.0, 1.0, 1, 0, randk_param, randk_wire, NULL, NULL, randk_errors},
+    {"qsgd", GRID_INTEGER, 1.0, 8.0, 0, 1, qsgd_param, codec_wire, NULL, NULL, qsgd_errors},
 };
 
 const lgreco_family_t *lgreco_family_for(const char *codec_name)
@@ -493,18 +540,37 @@ void lgreco_candidate_params(const lgreco_layer_t *lg, const double *base, size_
     out[lg->param] = lg->cand[index];
 }
 
-terse_status_t lgreco_measure(const lgreco_layer_t *lg, const codec_ops_t *codec,
-                              const double *base, size_t rows, size_t cols, const float *A,
-                              double *sizes, double *errors)
+/* The candidates' parameter vectors, and their wire sizes when sizes is not NULL. */
+static void candidates(const lgreco_layer_t *lg, const codec_ops_t *codec, const double *base, size_t rows,
+                       size_t cols, double (*prm)[TERSE_MAX_PARAMS], double *sizes)
 {
-    double prm[LGRECO_MAX_CANDIDATES][TERSE_MAX_PARAMS];
     for (size_t c = 0; c < lg->n_cand; c++) {
         lgreco_candidate_params(lg, base, c, prm[c]);
-        sizes[c] = lg->family->wire(codec, prm[c], rows, cols);
+        if (sizes) sizes[c] = lg->family->wire(codec, prm[c], rows, cols);
     }
-    if (engine_has_nonfinite(A, rows * cols)) {
+}
+
+size_t lgreco_work_bytes(const lgreco_layer_t *lg, const codec_ops_t *codec, const double *base, size_t rows,
+                         size_t cols)
+{
+    if (!lg->family->work) return 0;
+    double prm[LGRECO_MAX_CANDIDATES][TERSE_MAX_PARAMS];
+    candidates(lg, codec, base, rows, cols, prm, NULL);
+    return lg->family->work(prm, lg->n_cand, rows, cols);
+}
+
+void lgreco_measure(const lgreco_layer_t *lg, const codec_ops_t *codec, const double *base, size_t rows,
+                    size_t cols, const float *A, double scale, void *work, double *sizes, double *errors)
+{
+    double prm[LGRECO_MAX_CANDIDATES][TERSE_MAX_PARAMS];
+    candidates(lg, codec, base, rows, cols, prm, sizes);
+    /* ||A||^2 in double is finite exactly when A is: a float squared is below 2^256 */
+    const double total = sum_squares(A, rows * cols);
+    if (!isfinite(total)) {
         for (size_t c = 0; c < lg->n_cand; c++) errors[c] = NAN;
-        return TERSE_OK;
+        return;
     }
-    return lg->family->errors(codec, prm, lg->n_cand, rows, cols, A, errors);
+    lg->family->errors(codec, prm, lg->n_cand, rows, cols, A, total, work, errors);
+    /* every family's error is positively homogeneous: ||sA - C(sA)|| = s ||A - C(A)|| */
+    for (size_t c = 0; c < lg->n_cand; c++) errors[c] *= scale;
 }

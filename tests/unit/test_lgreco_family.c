@@ -13,7 +13,7 @@
 #include "powersgd.h"
 #include "topk.h"
 
-extern const codec_ops_t codec_topk_ops, codec_qsgd_ops, codec_randk_ops;
+extern const codec_ops_t codec_topk_ops, codec_qsgd_ops, codec_randk_ops, codec_dgc_ops;
 
 static uint64_t rng_next(uint64_t *s)
 {
@@ -34,6 +34,19 @@ static void layer(const char *text, size_t rows, size_t cols, terse_config_t *cf
     config_defaults(cfg);
     ck_assert_int_eq(config_parse(cfg, text, 0), TERSE_OK);
     lgreco_layer_init(lg, &cfg->compressor, ap ? ap : default_adapt, rows, cols);
+}
+
+/* lgreco_measure with its scratch sized by lgreco_work_bytes (and poisoned: the families
+ * must not read scratch they did not write). */
+static void measure(const lgreco_layer_t *lg, const codec_ops_t *codec, const double *base, size_t rows,
+                    size_t cols, const float *A, double scale, double *sizes, double *errors)
+{
+    const size_t bytes = lgreco_work_bytes(lg, codec, base, rows, cols);
+    void *work = malloc(bytes + 1);
+    ck_assert_ptr_nonnull(work);
+    memset(work, 0xff, bytes + 1);
+    lgreco_measure(lg, codec, base, rows, cols, A, scale, work, sizes, errors);
+    free(work);
 }
 
 START_TEST(lgreco_density_grid_is_geometric_around_the_default)
@@ -105,7 +118,7 @@ START_TEST(lgreco_topk_error_matches_the_codec)
     uint64_t seed = 7;
     for (size_t i = 0; i < N; i++) A[i] = rng_float(&seed) * (i % 5 == 0 ? 10.0f : 1.0f);
     double sizes[LGRECO_MAX_CANDIDATES], errors[LGRECO_MAX_CANDIDATES];
-    ck_assert_int_eq(lgreco_measure(&lg, &codec_topk_ops, cfg.compressor.p, R, C, A, sizes, errors), TERSE_OK);
+    measure(&lg, &codec_topk_ops, cfg.compressor.p, R, C, A, 1.0, sizes, errors);
     for (size_t c = 0; c < lg.n_cand; c++) {
         double prm[TERSE_MAX_PARAMS];
         lgreco_candidate_params(&lg, cfg.compressor.p, c, prm);
@@ -147,8 +160,7 @@ START_TEST(lgreco_powersgd_error_is_the_truncation_error)
                     for (size_t j = vc * k; j < vc * k + vc; j++)
                         A[i * cols + j] = (float)(scale * s[k] / sqrt(6.0 * 5.0));
             double sizes[LGRECO_MAX_CANDIDATES], errors[LGRECO_MAX_CANDIDATES];
-            ck_assert_int_eq(lgreco_measure(&lg, &codec_powersgd_ops, cfg.compressor.p, rows, cols, A, sizes, errors),
-                             TERSE_OK);
+            measure(&lg, &codec_powersgd_ops, cfg.compressor.p, rows, cols, A, 1.0, sizes, errors);
             for (size_t c = 0; c < lg.n_cand; c++) {
                 size_t r = (size_t)lg.cand[c];
                 double want = 0;
@@ -172,7 +184,7 @@ START_TEST(lgreco_powersgd_excludes_ranks_that_would_go_dense)
     uint64_t seed = 3;
     for (size_t i = 0; i < 144; i++) A[i] = rng_float(&seed);
     double sizes[LGRECO_MAX_CANDIDATES], errors[LGRECO_MAX_CANDIDATES];
-    ck_assert_int_eq(lgreco_measure(&lg, &codec_powersgd_ops, cfg.compressor.p, 12, 12, A, sizes, errors), TERSE_OK);
+    measure(&lg, &codec_powersgd_ops, cfg.compressor.p, 12, 12, A, 1.0, sizes, errors);
     for (size_t c = 0; c < lg.n_cand; c++) {
         const int dense = 24.0 * lg.cand[c] * 2.0 >= 144.0; /* (rows + cols) r min_rate >= rows cols */
         ck_assert_msg(isinf(errors[c]) == dense, "rank %g: error %g", lg.cand[c], errors[c]);
@@ -190,7 +202,7 @@ START_TEST(lgreco_randk_error_is_its_expectation)
     double total = 0;
     for (size_t i = 0; i < N; i++) A[i] = (float)(i % 7) - 3.0f, total += (double)A[i] * A[i];
     double sizes[LGRECO_MAX_CANDIDATES], errors[LGRECO_MAX_CANDIDATES];
-    ck_assert_int_eq(lgreco_measure(&lg, &codec_randk_ops, cfg.compressor.p, N, 1, A, sizes, errors), TERSE_OK);
+    measure(&lg, &codec_randk_ops, cfg.compressor.p, N, 1, A, 1.0, sizes, errors);
     ck_assert(sizes[lg.uniform] == 4.0 * 100);
     ck_assert(fabs(errors[lg.uniform] - sqrt(0.9 * total)) < 1e-9 * total);
 }
@@ -206,14 +218,14 @@ START_TEST(lgreco_qsgd_error_falls_with_bits_and_nan_propagates)
     uint64_t seed = 11;
     for (size_t i = 0; i < N; i++) A[i] = rng_float(&seed);
     double sizes[LGRECO_MAX_CANDIDATES], errors[LGRECO_MAX_CANDIDATES];
-    ck_assert_int_eq(lgreco_measure(&lg, &codec_qsgd_ops, cfg.compressor.p, N, 1, A, sizes, errors), TERSE_OK);
+    measure(&lg, &codec_qsgd_ops, cfg.compressor.p, N, 1, A, 1.0, sizes, errors);
     for (size_t c = 1; c < lg.n_cand; c++) {
         ck_assert(sizes[c] > sizes[c - 1]);
         ck_assert_msg(errors[c] < errors[c - 1], "bits %g: %g, bits %g: %g", lg.cand[c], errors[c],
                       lg.cand[c - 1], errors[c - 1]);
     }
     A[17] = NAN;
-    ck_assert_int_eq(lgreco_measure(&lg, &codec_qsgd_ops, cfg.compressor.p, N, 1, A, sizes, errors), TERSE_OK);
+    measure(&lg, &codec_qsgd_ops, cfg.compressor.p, N, 1, A, 1.0, sizes, errors);
     for (size_t c = 0; c < lg.n_cand; c++) ck_assert(isnan(errors[c]));
 }
 END_TEST
@@ -238,8 +250,8 @@ START_TEST(lgreco_qsgd_error_at_the_ends_of_float)
             B[i] = ldexpf(A[i], shift[t]);
         }
         double sizes[LGRECO_MAX_CANDIDATES], ea[LGRECO_MAX_CANDIDATES], eb[LGRECO_MAX_CANDIDATES];
-        ck_assert_int_eq(lgreco_measure(&lg, &codec_qsgd_ops, cfg.compressor.p, N, 1, A, sizes, ea), TERSE_OK);
-        ck_assert_int_eq(lgreco_measure(&lg, &codec_qsgd_ops, cfg.compressor.p, N, 1, B, sizes, eb), TERSE_OK);
+        measure(&lg, &codec_qsgd_ops, cfg.compressor.p, N, 1, A, 1.0, sizes, ea);
+        measure(&lg, &codec_qsgd_ops, cfg.compressor.p, N, 1, B, 1.0, sizes, eb);
         for (size_t c = 0; c < lg.n_cand; c++) {
             const double want = ldexp(eb[c], -shift[t]);
             ck_assert_msg(isfinite(ea[c]) && ea[c] > 0, "shift %d, bits %g: %g", shift[t], lg.cand[c], ea[c]);
@@ -262,7 +274,7 @@ START_TEST(lgreco_qsgd_nearest_error_matches_the_codec)
     uint64_t seed = 5;
     for (size_t i = 0; i < N; i++) A[i] = rng_float(&seed) * (float)(1 + i % 13);
     double sizes[LGRECO_MAX_CANDIDATES], errors[LGRECO_MAX_CANDIDATES];
-    ck_assert_int_eq(lgreco_measure(&lg, &codec_qsgd_ops, cfg.compressor.p, N, 1, A, sizes, errors), TERSE_OK);
+    measure(&lg, &codec_qsgd_ops, cfg.compressor.p, N, 1, A, 1.0, sizes, errors);
     for (size_t c = 0; c < lg.n_cand; c++) {
         double prm[TERSE_MAX_PARAMS];
         lgreco_candidate_params(&lg, cfg.compressor.p, c, prm);
@@ -275,6 +287,53 @@ START_TEST(lgreco_qsgd_nearest_error_matches_the_codec)
         for (size_t i = 0; i < N; i++) e += ((double)A[i] - out[i]) * ((double)A[i] - out[i]);
         ck_assert_msg(fabs(errors[c] - sqrt(e)) < 1e-4 * sqrt(e), "bits %g: %g vs codec %g", lg.cand[c],
                       errors[c], sqrt(e));
+    }
+}
+END_TEST
+
+/* Every family measures the window's sum and scales its errors (lgreco_measure's scale):
+ * what measuring the mean gives, bit for bit when the scale is a power of two (which
+ * commutes with every rounding; PowerSGD's orthogonalisation adds an epsilon to each norm,
+ * so there to 1e-7), within float rounding otherwise; and a NaN or an Inf in A makes every
+ * error NaN. */
+START_TEST(lgreco_errors_scale_with_the_window_and_see_non_finite_sums)
+{
+    static const struct { const char *text; const codec_ops_t *codec; } fam[] = {
+        {"compressor=topk:density=0.05", &codec_topk_ops},
+        {"compressor=dgc:density=0.05", &codec_dgc_ops},
+        {"compressor=randk:density=0.05", &codec_randk_ops},
+        {"compressor=qsgd:bits=4", &codec_qsgd_ops},
+        {"compressor=powersgd:rank=2", &codec_powersgd_ops},
+    };
+    enum { R = 24, C = 40, N = R * C };
+    float A[N], B[N];
+    uint64_t seed = 17;
+    for (size_t i = 0; i < N; i++) A[i] = rng_float(&seed) * (float)(1 + i % 3);
+    for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
+        terse_config_t cfg;
+        lgreco_layer_t lg;
+        layer(fam[f].text, R, C, &cfg, &lg, NULL);
+        double sizes[LGRECO_MAX_CANDIDATES], ea[LGRECO_MAX_CANDIDATES], eb[LGRECO_MAX_CANDIDATES];
+        for (size_t i = 0; i < N; i++) B[i] = A[i] * 0.25f;
+        measure(&lg, fam[f].codec, cfg.compressor.p, R, C, A, 0.25, sizes, ea);
+        measure(&lg, fam[f].codec, cfg.compressor.p, R, C, B, 1.0, sizes, eb);
+        for (size_t c = 0; c < lg.n_cand; c++)
+            ck_assert_msg(fabs(ea[c] - eb[c]) <= (fam[f].codec == &codec_powersgd_ops ? 1e-7 * eb[c] : 0.0) &&
+                              isfinite(ea[c]) && ea[c] > 0.0,
+                          "%s candidate %zu: %.17g vs %.17g", fam[f].text, c, ea[c], eb[c]);
+        for (size_t i = 0; i < N; i++) B[i] = A[i] / 10.0f;
+        measure(&lg, fam[f].codec, cfg.compressor.p, R, C, A, 0.1, sizes, ea);
+        measure(&lg, fam[f].codec, cfg.compressor.p, R, C, B, 1.0, sizes, eb);
+        for (size_t c = 0; c < lg.n_cand; c++)
+            ck_assert_msg(fabs(ea[c] - eb[c]) <= 1e-4 * eb[c], "%s candidate %zu: %.17g vs %.17g", fam[f].text, c,
+                          ea[c], eb[c]);
+        const float bad[] = {NAN, INFINITY, -INFINITY};
+        for (size_t b = 0; b < 3; b++) {
+            memcpy(B, A, sizeof B);
+            B[N - 1 - 7 * b] = bad[b];
+            measure(&lg, fam[f].codec, cfg.compressor.p, R, C, B, 0.1, sizes, eb);
+            for (size_t c = 0; c < lg.n_cand; c++) ck_assert_msg(isnan(eb[c]), "%s: %g in A", fam[f].text, bad[b]);
+        }
     }
 }
 END_TEST
@@ -307,6 +366,7 @@ static Suite *lgreco_family_suite(void)
     tcase_add_test(tc, lgreco_qsgd_error_falls_with_bits_and_nan_propagates);
     tcase_add_test(tc, lgreco_qsgd_nearest_error_matches_the_codec);
     tcase_add_test(tc, lgreco_qsgd_error_at_the_ends_of_float);
+    tcase_add_test(tc, lgreco_errors_scale_with_the_window_and_see_non_finite_sums);
     tcase_add_test(tc, lgreco_families_cover_the_adaptable_codecs);
     suite_add_tcase(s, tc);
     return s;
