@@ -83,6 +83,12 @@ do_build() {
         log "configuring $build/"
         quiet meson setup "$build" -Dgpu_prefix="$gpu_prefix"
     fi
+    # meson 1.0 gives nvcc no dependency file: rebuild the CUDA objects when a header is
+    # newer than their library (docs/gpu.md)
+    if [ -f "$build/libterse_cuda.a" ] &&
+        [ -n "$(find include src compressors collectives -name '*.h' -newer "$build/libterse_cuda.a" -print -quit)" ]; then
+        quiet ninja -C "$build" -t clean libterse_cuda.a
+    fi
     log "building"
     quiet ninja -C "$build"
 }
