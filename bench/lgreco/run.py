@@ -22,6 +22,7 @@ decision. Files in --out:
   choices.csv  run, step, layer, shape, the codec in force after every L-GreCo decision
 Every rank computes the same model (terse's results are bitwise identical on all ranks), so
 rank 0 evaluates it and writes the files. Needs python3-torch, python3-sklearn, mpi4py.
+bench/lgreco/seeds.py sums up runs with other --seed values; plot.py draws one folder.
 """
 import argparse
 import csv
