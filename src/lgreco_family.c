@@ -87,7 +87,8 @@ static int desc_double(const void *a, const void *b)
     return (x < y) - (x > y);
 }
 
-/* Scratch is carved from one block in 64-byte pieces: `at` walks it (NULL only sizes). */
+/* Scratch is carved from one block (lgreco_work_bytes) in pieces rounded to 64 bytes:
+ * `at` walks it, and the *_work functions add up the same rounded pieces. */
 #define WORK_ALIGN 64
 static size_t work_round(size_t bytes) { return (bytes + WORK_ALIGN - 1) / WORK_ALIGN * WORK_ALIGN; }
 static void *work_take(unsigned char **at, size_t bytes)
