@@ -132,12 +132,17 @@ terse_status_t engine_agree(terse_comm_t *c, transport_t *tp, uint64_t *headers,
  * (ef: e = p - delta, out = agg) on a protocol that can leave p - delta in p and write out.
  * Not with L-GreCo, which observes p. engine_flat's non-finite check then looks at
  * p = g + e instead of g. */
-static int layer_residual(const layer_t *l)
+static int layer_residual(const layer_t *l, unsigned shortcuts)
 {
     const unsigned both = PROTO_RESIDUAL_IN_PLACE | PROTO_OUT_IN_PLACE;
     return !l->dense && !l->lg && l->fb->plain_residual && l->fb->plain_residual(l->cfg.feedback.p) &&
-           l->fb_floats == l->count && l->proto->shortcuts &&
-           (l->proto->shortcuts(l->codec, layer_params(l), l->rows, l->cols) & both) == both;
+           l->fb_floats == l->count && (shortcuts & both) == both;
+}
+
+/* The PROTO_* shortcuts of the layer's own (compressed) protocol. */
+static unsigned layer_shortcuts(const layer_t *l)
+{
+    return l->proto->shortcuts ? l->proto->shortcuts(l->codec, layer_params(l), l->rows, l->cols) : 0;
 }
 
 terse_status_t engine_nonfinite(terse_comm_t *c, int layer, float *buf, int rank, int *skip)
@@ -153,7 +158,7 @@ terse_status_t engine_nonfinite(terse_comm_t *c, int layer, float *buf, int rank
                        "layer %d ('%s'): rank %d's gradient holds a NaN or Inf%s; the call was "
                        "abandoned on every rank and the state is unchanged (nonfinite=skip "
                        "skips such steps instead)", layer, l->name, rank,
-                       layer_residual(l) ? " (or, with feedback=ef on topk, its sum with the error does: an "
+                       layer_residual(l, layer_shortcuts(l)) ? " (or, with feedback=ef on topk, its sum with the error does: an "
                                                "overflow, or a non-finite error loaded from a state file)" : "");
 }
 
@@ -225,7 +230,7 @@ void engine_begin(engine_side_t *s, terse_comm_t *c, int layer, transport_t *tp,
     if (no_update && !l->lg && (s->shortcuts & PROTO_OUT_IN_PLACE)) s->call.out = out;
     /* a compressed call on the residual path: no update pass at all; finish makes p the
      * state by swapping the buffers */
-    s->residual = !s->uncompressed && layer_residual(l);
+    s->residual = !s->uncompressed && layer_residual(l, s->shortcuts);
     if (s->residual) {
         s->call.residual = l->p;
         s->call.delta = NULL;

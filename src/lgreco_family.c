@@ -159,6 +159,25 @@ enum { TOPK_DENSITY, TOPK_K };
 
 static int topk_param(const double *p) { return isnan(p[TOPK_K]) ? TOPK_DENSITY : TOPK_K; }
 
+/* The k of each candidate, into ks (LGRECO_MAX_CANDIDATES entries). */
+typedef void (*ks_fn)(double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t count, size_t *ks);
+
+/* sparse_work and sparse_errors for the candidates' k as ks_of gives them. */
+static size_t ks_work(ks_fn ks_of, double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t rows, size_t cols)
+{
+    size_t ks[LGRECO_MAX_CANDIDATES] = {0};
+    ks_of(prm, n, rows * cols, ks);
+    return sparse_work(max_k(ks, n));
+}
+
+static void ks_errors(ks_fn ks_of, double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t rows, size_t cols,
+                      const float *A, double total, void *work, double *errors)
+{
+    size_t ks[LGRECO_MAX_CANDIDATES] = {0};
+    ks_of(prm, n, rows * cols, ks);
+    sparse_errors(ks, n, A, rows * cols, total, work, errors);
+}
+
 static void topk_ks(double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t count, size_t *ks)
 {
     for (size_t c = 0; c < n; c++) ks[c] = topk_k(prm[c], count);
@@ -166,18 +185,14 @@ static void topk_ks(double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t count, siz
 
 static size_t topk_work(double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t rows, size_t cols)
 {
-    size_t ks[LGRECO_MAX_CANDIDATES] = {0};
-    topk_ks(prm, n, rows * cols, ks);
-    return sparse_work(max_k(ks, n));
+    return ks_work(topk_ks, prm, n, rows, cols);
 }
 
 static void topk_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t rows,
                         size_t cols, const float *A, double total, void *work, double *errors)
 {
     (void)codec;
-    size_t ks[LGRECO_MAX_CANDIDATES] = {0};
-    topk_ks(prm, n, rows * cols, ks);
-    sparse_errors(ks, n, A, rows * cols, total, work, errors);
+    ks_errors(topk_ks, prm, n, rows, cols, A, total, work, errors);
 }
 
 /* ---- dgc --------------------------------------------------------------------------------- */
@@ -198,18 +213,14 @@ static void dgc_ks(double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t count, size
 
 static size_t dgc_work(double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t rows, size_t cols)
 {
-    size_t ks[LGRECO_MAX_CANDIDATES] = {0};
-    dgc_ks(prm, n, rows * cols, ks);
-    return sparse_work(max_k(ks, n));
+    return ks_work(dgc_ks, prm, n, rows, cols);
 }
 
 static void dgc_errors(const codec_ops_t *codec, double (*prm)[TERSE_MAX_PARAMS], size_t n, size_t rows,
                        size_t cols, const float *A, double total, void *work, double *errors)
 {
     (void)codec;
-    size_t ks[LGRECO_MAX_CANDIDATES] = {0};
-    dgc_ks(prm, n, rows * cols, ks);
-    sparse_errors(ks, n, A, rows * cols, total, work, errors);
+    ks_errors(dgc_ks, prm, n, rows, cols, A, total, work, errors);
     /* a density of 1 would turn the layer into DGC's dense path, with another state */
     for (size_t c = 0; c < n; c++)
         if (!dgc_sparsifies(prm[c], rows, cols)) errors[c] = INFINITY;
